@@ -1,0 +1,313 @@
+//! Starts the samplers and turns scrapes into refreshes: one refresh per TTL
+//! however many scrapers arrive, rendered bodies cached per refresh.
+
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::sampler::{ProgramInfo, Sampler, SamplerContext, SAMPLERS};
+use crate::config::agent::AgentConfig;
+use crate::exposition::prometheus::{Format, Renderer};
+use crate::exposition::snapshot::{Encoder, Stamp};
+use crate::registry::Series;
+
+crate::family!(BUILD_INFO: Gauge "sonde_build_info", Count, ["version"], "sonde", "agent",
+    "Always 1; the version label says which Sonde is running.");
+crate::family!(SAMPLER_UP: Gauge "sonde_sampler_up", Count, ["sampler"], "sonde", "agent",
+    "1 when the sampler's last refresh succeeded, 0 when it failed or could not start.");
+crate::family!(SAMPLER_REFRESH: Gauge "sonde_sampler_refresh_duration", Nanoseconds, ["sampler"], "sonde", "agent",
+    "How long the sampler's last refresh took.");
+crate::family!(SAMPLER_ERRORS: Counter "sonde_sampler_errors", Count, ["sampler"], "sonde", "agent",
+    "Refreshes of the sampler that failed.");
+crate::family!(REFRESHES: Counter "sonde_refreshes", Count, [], "sonde", "agent",
+    "Snapshot refreshes; scrapes within the TTL share one.");
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Active,
+    Disabled,
+    Failed,
+}
+
+/// One sampler as the agent runs it.
+pub struct Instance {
+    pub name: &'static str,
+    status: Status,
+    /// Why it is disabled or failed, or the last refresh error.
+    reason: Mutex<Option<String>>,
+    sampler: Mutex<Option<Box<dyn Sampler>>>,
+    programs: Vec<ProgramInfo>,
+    up: Arc<Series>,
+    refresh_ns: Arc<Series>,
+    errors: Arc<Series>,
+}
+
+/// The `/samplers` view of one sampler.
+#[derive(Serialize)]
+pub struct SamplerReport {
+    pub name: &'static str,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub programs: Vec<ProgramInfo>,
+    pub refresh_ns: u64,
+}
+
+impl Instance {
+    fn start(name: &'static str, init: &super::sampler::SamplerSpec, config: &AgentConfig) -> Self {
+        let (status, reason, sampler) = if !config.enabled(name) {
+            (Status::Disabled, Some("disabled in config".to_string()), None)
+        } else {
+            let options = config.options(name);
+            let ctx = SamplerContext {
+                name,
+                options: &options,
+            };
+            // A sampler that panics while starting must not take the agent down.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (init.init)(&ctx))) {
+                Ok(Ok(Some(s))) => (Status::Active, None, Some(s)),
+                Ok(Ok(None)) => (Status::Disabled, Some("not applicable on this host".into()), None),
+                Ok(Err(e)) => (Status::Failed, Some(format!("{e:#}")), None),
+                Err(_) => (Status::Failed, Some("panicked while starting".into()), None),
+            }
+        };
+        let programs = sampler.as_ref().map(|s| s.programs()).unwrap_or_default();
+        let inst = Instance {
+            name,
+            status,
+            reason: Mutex::new(reason),
+            sampler: Mutex::new(sampler),
+            programs,
+            up: SAMPLER_UP.series(&[name]),
+            refresh_ns: SAMPLER_REFRESH.series(&[name]),
+            errors: SAMPLER_ERRORS.series(&[name]),
+        };
+        inst.up.set_gauge((inst.status == Status::Active) as i64);
+        inst
+    }
+
+    fn refresh(&self) {
+        let mut guard = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(sampler) = guard.as_mut() else { return };
+        let start = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sampler.refresh()));
+        self.refresh_ns.set_gauge(start.elapsed().as_nanos() as i64);
+        let error = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("{e:#}")),
+            Err(_) => Some("panicked while refreshing".to_string()),
+        };
+        let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        match error {
+            None => {
+                if reason.take().is_some() {
+                    tracing::info!(sampler = self.name, "sampler recovered");
+                }
+                self.up.set_gauge(1);
+            }
+            Some(e) => {
+                // Log transitions only, so a broken source cannot flood the log.
+                if reason.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(sampler = self.name, error = %e, "sampler refresh failed");
+                }
+                *reason = Some(e);
+                self.errors.add(1);
+                self.up.set_gauge(0);
+            }
+        }
+    }
+
+    pub fn report(&self) -> SamplerReport {
+        SamplerReport {
+            name: self.name,
+            status: self.status.clone(),
+            reason: self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            programs: self.programs.clone(),
+            refresh_ns: self.refresh_ns.gauge().max(0) as u64,
+        }
+    }
+}
+
+/// What a scrape can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    Prometheus(Format, bool),
+    Msgpack,
+    Json,
+}
+
+#[derive(Default)]
+struct Cache {
+    text: [Option<Bytes>; 4],
+    msgpack: Option<Bytes>,
+    json: Option<Bytes>,
+}
+
+impl Cache {
+    fn slot(&mut self, body: Body) -> &mut Option<Bytes> {
+        match body {
+            Body::Prometheus(f, gz) => &mut self.text[(f == Format::OpenMetrics) as usize * 2 + gz as usize],
+            Body::Msgpack => &mut self.msgpack,
+            Body::Json => &mut self.json,
+        }
+    }
+}
+
+struct State {
+    refreshed: Option<Instant>,
+    stamp: Stamp,
+    cache: Cache,
+    renderer: Renderer,
+    encoder: Encoder,
+    text: String,
+    bytes: Vec<u8>,
+    gz: Vec<u8>,
+}
+
+pub struct Collector {
+    pub instances: Vec<Arc<Instance>>,
+    ttl: Duration,
+    state: tokio::sync::Mutex<State>,
+    refreshes: Arc<Series>,
+    _build_info: Arc<Series>,
+}
+
+impl Collector {
+    /// Starts every registered sampler (in name order) and logs one line
+    /// per sampler: active, disabled or failed, and why.
+    pub fn start(config: &AgentConfig) -> Self {
+        let mut specs: Vec<_> = SAMPLERS.iter().collect();
+        specs.sort_by_key(|s| s.name);
+        let instances: Vec<Arc<Instance>> = specs
+            .into_iter()
+            .map(|spec| Arc::new(Instance::start(spec.name, spec, config)))
+            .collect();
+        for i in &instances {
+            let reason = i.reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let reason = reason.as_deref().unwrap_or("");
+            match i.status {
+                Status::Active => tracing::info!("sampler {}: active", i.name),
+                Status::Disabled => tracing::info!("sampler {}: disabled ({reason})", i.name),
+                Status::Failed => tracing::warn!("sampler {}: FAILED: {reason}", i.name),
+            }
+        }
+        let build_info = BUILD_INFO.series(&[env!("CARGO_PKG_VERSION")]);
+        build_info.set_gauge(1);
+        Collector {
+            instances,
+            ttl: config.general.ttl.0,
+            state: tokio::sync::Mutex::new(State {
+                refreshed: None,
+                stamp: Stamp {
+                    systemtime: SystemTime::now(),
+                    duration: Duration::ZERO,
+                },
+                cache: Cache::default(),
+                renderer: Renderer::default(),
+                encoder: Encoder::default(),
+                text: String::new(),
+                bytes: Vec::new(),
+                gz: Vec::new(),
+            }),
+            refreshes: REFRESHES.single(),
+            _build_info: build_info,
+        }
+    }
+
+    /// Refreshes every active sampler concurrently on the blocking pool.
+    async fn refresh_all(&self) {
+        let tasks: Vec<_> = self
+            .instances
+            .iter()
+            .filter(|i| i.status == Status::Active)
+            .map(|i| {
+                let i = Arc::clone(i);
+                tokio::task::spawn_blocking(move || i.refresh())
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.refreshes.add(1);
+    }
+
+    /// Refreshes synchronously (for `--once`, no runtime needed).
+    pub fn refresh_blocking(&self) {
+        std::thread::scope(|s| {
+            for i in self.instances.iter().filter(|i| i.status == Status::Active) {
+                s.spawn(|| i.refresh());
+            }
+        });
+        self.refreshes.add(1);
+    }
+
+    /// The body for a scrape: refreshed when older than the TTL (the first
+    /// scraper refreshes, concurrent ones wait for it and share the result).
+    pub async fn body(&self, body: Body) -> Bytes {
+        let mut st = self.state.lock().await;
+        if st.refreshed.is_none_or(|t| t.elapsed() >= self.ttl) {
+            let systemtime = SystemTime::now();
+            let start = Instant::now();
+            self.refresh_all().await;
+            st.stamp = Stamp {
+                systemtime,
+                duration: start.elapsed(),
+            };
+            st.refreshed = Some(Instant::now());
+            st.cache = Cache::default();
+        }
+        if let Some(b) = st.cache.slot(body) {
+            return b.clone();
+        }
+        let b = st.render(body);
+        *st.cache.slot(body) = Some(b.clone());
+        b
+    }
+
+    /// Renders Prometheus text of the current registry (for `--once`).
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        Renderer::default().render(Format::Text, &mut out);
+        out
+    }
+
+    pub fn reports(&self) -> Vec<SamplerReport> {
+        self.instances.iter().map(|i| i.report()).collect()
+    }
+}
+
+impl State {
+    fn render(&mut self, body: Body) -> Bytes {
+        match body {
+            Body::Prometheus(format, gzip) => {
+                self.renderer.render(format, &mut self.text);
+                if gzip {
+                    compress(self.text.as_bytes(), &mut self.gz)
+                } else {
+                    Bytes::copy_from_slice(self.text.as_bytes())
+                }
+            }
+            Body::Msgpack => {
+                self.encoder.msgpack(self.stamp, &mut self.bytes);
+                Bytes::copy_from_slice(&self.bytes)
+            }
+            Body::Json => {
+                self.encoder.json(self.stamp, &mut self.bytes);
+                Bytes::copy_from_slice(&self.bytes)
+            }
+        }
+    }
+}
+
+/// gzip at the fastest level: scrape bodies are small and CPU is the budget.
+fn compress(input: &[u8], scratch: &mut Vec<u8>) -> Bytes {
+    scratch.clear();
+    let mut enc = flate2::write::GzEncoder::new(std::mem::take(scratch), flate2::Compression::fast());
+    let _ = enc.write_all(input);
+    *scratch = enc.finish().unwrap_or_default();
+    Bytes::copy_from_slice(scratch)
+}

@@ -1,0 +1,80 @@
+//! The sampler contract and the linkme slice samplers register in. A new
+//! sampler adds one `#[distributed_slice(SAMPLERS)]` entry in its own file;
+//! nothing central lists them.
+
+use linkme::distributed_slice;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::{Checker, Segment};
+
+/// Every sampler compiled into the binary.
+#[distributed_slice]
+pub static SAMPLERS: [SamplerSpec];
+
+pub trait Sampler: Send {
+    /// Reads the source and updates this sampler's series. Must be cheap:
+    /// it runs on the scrape path (slow sources refresh on their own thread).
+    fn refresh(&mut self) -> anyhow::Result<()>;
+
+    /// BPF programs this sampler loaded (none for procfs samplers).
+    fn programs(&self) -> Vec<ProgramInfo> {
+        Vec::new()
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProgramInfo {
+    pub name: String,
+    pub hook: String,
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What a sampler registers: its config name, how to validate its own
+/// `[samplers.<name>]` keys, and how to start it.
+pub struct SamplerSpec {
+    pub name: &'static str,
+    /// Deserializes the sampler's options (its section minus `enabled`),
+    /// recording every problem; see [`options`].
+    pub validate: fn(&mut Checker<'_>, &[Segment], toml::Value) -> bool,
+    /// `Ok(None)`: not applicable here (reported as disabled).
+    /// `Err`: could not start (reported as failed; the agent goes on).
+    pub init: fn(&SamplerContext<'_>) -> anyhow::Result<Option<Box<dyn Sampler>>>,
+}
+
+impl SamplerSpec {
+    pub fn find(name: &str) -> Option<&'static SamplerSpec> {
+        SAMPLERS.iter().find(|s| s.name == name)
+    }
+
+    pub fn names() -> Vec<&'static str> {
+        let mut v: Vec<_> = SAMPLERS.iter().map(|s| s.name).collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// `validate` for a sampler whose options deserialize into `T`.
+pub fn options<T: DeserializeOwned>(c: &mut Checker<'_>, path: &[Segment], v: toml::Value) -> bool {
+    c.deserialize::<T>(path, v).is_some()
+}
+
+/// Options type for samplers without options of their own.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoOptions {}
+
+pub struct SamplerContext<'a> {
+    pub name: &'static str,
+    /// The sampler's section without `enabled`; already validated.
+    pub options: &'a toml::Value,
+}
+
+impl SamplerContext<'_> {
+    pub fn options<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        T::deserialize(self.options.clone())
+            .map_err(|e| anyhow::anyhow!("[samplers.{}]: {e}", self.name))
+    }
+}

@@ -1,0 +1,464 @@
+//! TOML configuration: loading, and errors that name the file, the key and
+//! the line. Every problem in a file is reported, not only the first.
+
+pub mod agent;
+pub mod exporter;
+pub mod push;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `samplers.cpu.enabled`; empty for the file.
+    pub key: String,
+    /// 1-based line, when the key (or its table) exists in the file.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// Every problem found in one file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.path.display())?;
+            if let Some(line) = p.line {
+                write!(f, ":{line}")?;
+            }
+            if p.key.is_empty() {
+                write!(f, ": {}", p.message)?;
+            } else {
+                write!(f, ": key `{}`: {}", p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The text of a config file with what is needed to point at its lines.
+pub struct Source {
+    pub path: PathBuf,
+    text: String,
+    doc: Option<toml_edit::ImDocument<String>>,
+}
+
+impl Source {
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                key: String::new(),
+                line: None,
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Ok(Self::from_text(path, text))
+    }
+
+    pub fn from_text(path: &Path, text: String) -> Self {
+        let doc = toml_edit::ImDocument::parse(text.clone()).ok();
+        Source {
+            path: path.to_path_buf(),
+            text,
+            doc,
+        }
+    }
+
+    /// Parses the TOML syntax; a syntax error is the one problem reported.
+    pub fn table(&self) -> Result<toml::Table, ConfigError> {
+        toml::from_str::<toml::Table>(&self.text).map_err(|e| {
+            let line = e.span().map(|s| self.line_of(s.start));
+            self.error(vec![Problem {
+                key: String::new(),
+                line,
+                message: format!("invalid TOML: {}", e.message()),
+            }])
+        })
+    }
+
+    pub fn error(&self, problems: Vec<Problem>) -> ConfigError {
+        ConfigError {
+            path: self.path.clone(),
+            problems,
+        }
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// The line of the deepest part of `path` present in the file.
+    pub fn line(&self, path: &[Segment]) -> Option<usize> {
+        use toml_edit::{Item, TableLike, Value};
+        let doc = self.doc.as_ref()?;
+        let mut table: Option<&dyn TableLike> = Some(doc.as_table());
+        let mut item: Option<&Item> = None;
+        let mut span = None;
+        for seg in path {
+            match seg {
+                Segment::Key(k) => {
+                    let Some((key, it)) = table.and_then(|t| t.get_key_value(k)) else {
+                        break;
+                    };
+                    span = key.span().or_else(|| it.span()).or(span);
+                    item = Some(it);
+                    table = it.as_table_like();
+                }
+                Segment::Index(i) => match item {
+                    Some(Item::ArrayOfTables(a)) => {
+                        let Some(t) = a.get(*i) else { break };
+                        span = t.span().or(span);
+                        item = None;
+                        table = Some(t);
+                    }
+                    Some(Item::Value(Value::Array(a))) => {
+                        let Some(v) = a.get(*i) else { break };
+                        span = v.span().or(span);
+                        item = None;
+                        table = v.as_inline_table().map(|t| t as &dyn TableLike);
+                    }
+                    _ => break,
+                },
+            }
+        }
+        span.map(|s| self.line_of(s.start))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+pub fn dotted(path: &[Segment]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Segment::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Segment::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// Collects problems for one file; `Checker::finish` yields them all.
+pub struct Checker<'a> {
+    pub source: &'a Source,
+    pub problems: Vec<Problem>,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(source: &'a Source) -> Self {
+        Checker {
+            source,
+            problems: Vec::new(),
+        }
+    }
+
+    pub fn problem(&mut self, path: &[Segment], message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: dotted(path),
+            line: self.source.line(path),
+            message: message.into(),
+        });
+    }
+
+    /// Deserializes `value` (found at `prefix`) into `T`. On an error the
+    /// offending key is recorded and removed and deserialization is tried
+    /// again, so one pass reports every bad key, not just the first.
+    pub fn deserialize<T: DeserializeOwned>(
+        &mut self,
+        prefix: &[Segment],
+        mut value: toml::Value,
+    ) -> Option<T> {
+        let mut failed = false;
+        // Each retry removes a key, so this ends; the bound is a backstop.
+        for _ in 0..1000 {
+            match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                Ok(t) => return (!failed).then_some(t),
+                Err(e) => {
+                    failed = true;
+                    let mut path = prefix.to_vec();
+                    path.extend(e.path().iter().filter_map(|s| match s {
+                        serde_path_to_error::Segment::Map { key } => Some(Segment::Key(key.clone())),
+                        serde_path_to_error::Segment::Seq { index } => Some(Segment::Index(*index)),
+                        _ => None,
+                    }));
+                    let message = clean_message(&e.inner().to_string());
+                    let rel = &path[prefix.len()..];
+                    self.problem(&path, message);
+                    if rel.is_empty() || !remove(&mut value, rel) {
+                        return None;
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, ConfigError> {
+        match value {
+            Some(v) if self.problems.is_empty() => Ok(v),
+            _ => {
+                let mut problems = self.problems;
+                if problems.is_empty() {
+                    problems.push(Problem {
+                        key: String::new(),
+                        line: None,
+                        message: "invalid configuration".into(),
+                    });
+                }
+                Err(self.source.error(problems))
+            }
+        }
+    }
+}
+
+/// toml's messages carry a trailing newline and sometimes a location we
+/// already print ourselves.
+fn clean_message(m: &str) -> String {
+    m.trim().replace('\n', " ")
+}
+
+/// Removes the value at `path` inside `value`; false when it is not there.
+fn remove(value: &mut toml::Value, path: &[Segment]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut v = value;
+    for seg in parents {
+        v = match (seg, v) {
+            (Segment::Key(k), toml::Value::Table(t)) => match t.get_mut(k) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Index(i), toml::Value::Array(a)) => match a.get_mut(*i) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, v) {
+        (Segment::Key(k), toml::Value::Table(t)) => t.remove(k).is_some(),
+        (Segment::Index(i), toml::Value::Array(a)) if *i < a.len() => {
+            a.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A duration written the human way: `"100ms"`, `"10s"`, `"1h"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match humantime::parse_duration(&s) {
+            Ok(v) if !v.is_zero() => Ok(HumanDuration(v)),
+            Ok(_) => Err(serde::de::Error::custom(format!(
+                "duration `{s}` must be greater than zero"
+            ))),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "invalid duration `{s}` ({e}); write e.g. \"100ms\", \"10s\", \"1m\""
+            ))),
+        }
+    }
+}
+
+/// A size written the human way: `"512MiB"`, `"64KiB"`, `"1GB"`, `"1000"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Option<u64> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            _ => return None,
+        };
+        n.checked_mul(mult)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ByteSize::parse(&s).map(ByteSize).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid size `{s}`; write e.g. \"512MiB\", \"64KiB\", \"1GB\""
+            ))
+        })
+    }
+}
+
+/// A `host:port` socket address to listen on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(ListenAddr).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid listen address `{s}`; write an IP and a port, e.g. \"127.0.0.1:4251\" or \"[::1]:4251\""
+            ))
+        })
+    }
+}
+
+/// An `http://` or `https://` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpUrl(pub String);
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let rest = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"));
+        match rest {
+            Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(HttpUrl(s)),
+            _ => Err(serde::de::Error::custom(format!(
+                "invalid URL `{s}`; write e.g. \"http://127.0.0.1:4251\""
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Overridden by `RUST_LOG` when that is set.
+    pub level: LogLevel,
+}
+
+/// The three kinds of config file `sonde check` understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Agent,
+    Exporter,
+    Push,
+}
+
+impl Kind {
+    /// Guesses the kind from the sections a file has.
+    pub fn detect(table: &toml::Table) -> Kind {
+        if table.contains_key("sources") {
+            Kind::Exporter
+        } else if table.contains_key("sinks")
+            || table.contains_key("spool")
+            || table.contains_key("source")
+        {
+            Kind::Push
+        } else {
+            Kind::Agent
+        }
+    }
+}
+
+/// Reports top-level tables that `known` does not list.
+pub fn check_sections(c: &mut Checker<'_>, table: &toml::Table, known: &[&str]) {
+    for key in table.keys() {
+        if !known.contains(&key.as_str()) {
+            c.problem(
+                &[Segment::Key(key.clone())],
+                format!(
+                    "unknown section or key `{key}`, expected one of: {}",
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// Takes section `name` out of `table` (an empty table when absent) and
+/// deserializes it, recording problems.
+pub fn section<T: DeserializeOwned + Default>(
+    c: &mut Checker<'_>,
+    table: &mut toml::Table,
+    name: &str,
+) -> T {
+    let value = table
+        .remove(name)
+        .unwrap_or_else(|| toml::Value::Table(Default::default()));
+    c.deserialize(&[Segment::Key(name.to_string())], value)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(ByteSize::parse("512MiB"), Some(512 << 20));
+        assert_eq!(ByteSize::parse("1000"), Some(1000));
+        assert_eq!(ByteSize::parse("1GB"), Some(1_000_000_000));
+        assert_eq!(ByteSize::parse("12 parsecs"), None);
+        assert_eq!(ByteSize::parse("99999999999TiB"), None);
+    }
+}

@@ -1,0 +1,4 @@
+//! Wire formats: Prometheus text / OpenMetrics, and the msgpack/JSON snapshot.
+
+pub mod prometheus;
+pub mod snapshot;

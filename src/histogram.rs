@@ -1,0 +1,121 @@
+//! The H2 histogram layout shared with the `histogram` crate (and, from the
+//! eBPF samplers on, with the BPF side): grouping power 3, max value power
+//! 64, 496 buckets, at most 6.25 % relative error.
+
+pub const GROUPING_POWER: u8 = 3;
+pub const MAX_VALUE_POWER: u8 = 64;
+const CUTOFF_POWER: u8 = GROUPING_POWER + 1;
+const CUTOFF_VALUE: u64 = 1 << CUTOFF_POWER;
+const LOWER_BIN_COUNT: usize = CUTOFF_VALUE as usize;
+const UPPER_BIN_DIVISIONS: usize = 1 << GROUPING_POWER;
+const UPPER_BIN_COUNT: usize = (MAX_VALUE_POWER - CUTOFF_POWER) as usize * UPPER_BIN_DIVISIONS;
+pub const BUCKETS: usize = LOWER_BIN_COUNT + UPPER_BIN_COUNT;
+
+/// The crate's serialized `Config`, in field order:
+/// `[max, grouping_power, max_value_power, cutoff_power, cutoff_value,
+///   lower_bin_count, upper_bin_divisions, upper_bin_count]`.
+pub const CONFIG_FIELDS: [u64; 8] = [
+    u64::MAX,
+    GROUPING_POWER as u64,
+    MAX_VALUE_POWER as u64,
+    CUTOFF_POWER as u64,
+    CUTOFF_VALUE,
+    LOWER_BIN_COUNT as u64,
+    UPPER_BIN_DIVISIONS as u64,
+    UPPER_BIN_COUNT as u64,
+];
+
+/// Bucket index of `value`; every u64 has one since max value power is 64.
+pub const fn index(value: u64) -> usize {
+    if value < CUTOFF_VALUE {
+        return value as usize;
+    }
+    let s = (63 - (value | 1).leading_zeros()) - GROUPING_POWER as u32;
+    (((s as u64) << GROUPING_POWER) + (value >> s)) as usize
+}
+
+/// Cumulative counts at power-of-two upper bounds, for Prometheus' classic
+/// histograms. The bucket set is fixed (stable across scrapes) and each bound
+/// `2^k` is an H2 bucket boundary, so the downsampling adds no error beyond
+/// counting values equal to `2^k` in the next bucket up.
+#[derive(Clone, Debug)]
+pub struct PowerOfTwoBounds {
+    /// `(k, index(2^k))` for every bound, ascending.
+    bounds: Vec<(u32, usize)>,
+}
+
+impl PowerOfTwoBounds {
+    pub fn new(min_power: u32, max_power: u32) -> Self {
+        let bounds = (min_power..=max_power.min(63))
+            .map(|k| (k, index(1u64 << k)))
+            .collect();
+        PowerOfTwoBounds { bounds }
+    }
+
+    pub fn powers(&self) -> impl Iterator<Item = u32> + '_ {
+        self.bounds.iter().map(|(k, _)| *k)
+    }
+
+    /// Calls `f(k, count of values < 2^k)` for each bound, then returns the
+    /// total count (the `+Inf` bucket).
+    pub fn cumulative(&self, buckets: &[u64], mut f: impl FnMut(u32, u64)) -> u64 {
+        let mut acc = 0u64;
+        let mut next = 0usize;
+        for &(k, idx) in &self.bounds {
+            let end = idx.min(buckets.len());
+            if end > next {
+                acc += buckets[next..end].iter().sum::<u64>();
+                next = end;
+            }
+            f(k, acc);
+        }
+        acc + buckets[next..].iter().sum::<u64>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_the_histogram_crate() {
+        let c = histogram::Config::new(GROUPING_POWER, MAX_VALUE_POWER).unwrap();
+        assert_eq!(c.total_buckets(), BUCKETS);
+        assert_eq!(BUCKETS, 496);
+    }
+
+    #[test]
+    fn index_matches_the_histogram_crate_around_every_power_of_two() {
+        let mut h = histogram::Histogram::new(GROUPING_POWER, MAX_VALUE_POWER).unwrap();
+        let mut values = vec![0, 1, u64::MAX];
+        for k in 0..64 {
+            let p = 1u64 << k;
+            values.extend([p.saturating_sub(1), p, p.saturating_add(1)]);
+        }
+        for v in values {
+            h.reset();
+            h.increment(v).unwrap();
+            let crate_index = h.as_slice().iter().position(|&c| c == 1).unwrap();
+            assert_eq!(index(v), crate_index, "value {v}");
+        }
+    }
+
+    #[test]
+    fn cumulative_counts_values_below_each_bound() {
+        let mut buckets = vec![0u64; BUCKETS];
+        for v in [1u64, 3, 4, 1000, 1024, 5000] {
+            buckets[index(v)] += 1;
+        }
+        let b = PowerOfTwoBounds::new(0, 12);
+        let mut seen = Vec::new();
+        let total = b.cumulative(&buckets, |k, c| seen.push((k, c)));
+        assert_eq!(total, 6);
+        let at = |k| seen.iter().find(|(p, _)| *p == k).unwrap().1;
+        assert_eq!(at(0), 0); // < 1
+        assert_eq!(at(1), 1); // < 2
+        assert_eq!(at(3), 3); // < 8
+        assert_eq!(at(10), 4); // < 1024
+        assert_eq!(at(11), 5); // < 2048
+        assert_eq!(at(12), 5); // < 4096
+    }
+}

@@ -1,0 +1,140 @@
+//! Sonde: an eBPF-first Linux kernel telemetry agent.
+
+mod agent;
+mod config;
+mod exposition;
+mod histogram;
+mod registry;
+mod samplers;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use config::agent::AgentConfig;
+use config::{exporter::ExporterConfig, push::PushConfig, ConfigError, Kind, LogLevel, Source};
+
+/// Sonde measures what /proc cannot give you — latency distributions of the
+/// run queue, block I/O, syscalls and TCP, aggregated in the kernel — and
+/// serves them to Prometheus.
+#[derive(Parser)]
+#[command(
+    name = "sonde",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  sudo sonde config/agent.toml         run the agent\n  sonde --once config/agent.toml       print one snapshot and exit\n  sonde check config/agent.toml        validate a config file\n\nEndpoints of a running agent: /metrics (Prometheus text or OpenMetrics), /metrics/binary (msgpack), /metrics/json, /samplers, /healthz.\nLog level: [log] level in the config, overridden by RUST_LOG."
+)]
+struct Cli {
+    /// Agent config file (TOML); runs the agent, like `sonde agent FILE`.
+    config: Option<PathBuf>,
+
+    /// Refresh every sampler once, print the snapshot as Prometheus text to
+    /// stdout and exit; opens no socket.
+    #[arg(long)]
+    once: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: load samplers, serve /metrics on [general] listen
+    /// (default 127.0.0.1:4251). Needs root for the eBPF samplers.
+    Agent {
+        /// Agent config file (TOML).
+        config: PathBuf,
+        /// Refresh once, print Prometheus text, exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Validate a config file (agent, exporter or push) and print every
+    /// problem with its key and line. Exits 0 when valid, 2 when not.
+    Check {
+        config: PathBuf,
+        /// The kind of file; guessed from its sections when omitted.
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
+    },
+}
+
+/// Exit code for a bad config or bad usage, like clap's.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { config, kind }) => check(&config, kind),
+        Some(Command::Agent { config, once }) => agent(&config, once || cli.once),
+        None => match cli.config {
+            Some(config) => agent(&config, cli.once),
+            None => {
+                eprintln!("error: no config file given\n\nUsage: sonde [--once] CONFIG | sonde agent CONFIG | sonde check CONFIG\nTry 'sonde --help'.");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+    }
+}
+
+fn agent(path: &Path, once: bool) -> ExitCode {
+    let config = match AgentConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    init_logging(config.log.level);
+    let result = if once {
+        agent::once(config)
+    } else {
+        agent::run(path, config)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &Path, kind: Option<Kind>) -> ExitCode {
+    let source = match Source::read(path) {
+        Ok(s) => s,
+        Err(e) => return config_error(&e),
+    };
+    let kind = match (kind, source.table()) {
+        (Some(k), _) => k,
+        (None, Ok(t)) => Kind::detect(&t),
+        (None, Err(e)) => return config_error(&e),
+    };
+    let result = match kind {
+        Kind::Agent => AgentConfig::from_source(&source).map(drop),
+        Kind::Exporter => ExporterConfig::from_source(&source).map(drop),
+        Kind::Push => PushConfig::from_source(&source).map(drop),
+    };
+    match result {
+        Ok(()) => {
+            println!("{}: valid {} config", path.display(), format!("{kind:?}").to_lowercase());
+            ExitCode::SUCCESS
+        }
+        Err(e) => config_error(&e),
+    }
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("{e}");
+    let n = e.problems.len();
+    eprintln!("error: {n} problem{} in {}", if n == 1 { "" } else { "s" }, e.path.display());
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn init_logging(level: LogLevel) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}

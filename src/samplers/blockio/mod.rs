@@ -1,0 +1,3 @@
+//! Block I/O.
+
+mod diskstats;

@@ -1,0 +1,3 @@
+//! CPU: time by state per core.
+
+mod usage;

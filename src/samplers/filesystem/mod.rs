@@ -1,0 +1,3 @@
+//! Filesystems.
+
+mod usage;

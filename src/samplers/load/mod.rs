@@ -1,0 +1,4 @@
+//! Load: load averages, runnable/blocked tasks, pressure stall information.
+
+mod loadavg;
+mod pressure;

@@ -1,0 +1,3 @@
+//! Memory: usage, page faults, swapping, OOM kills.
+
+mod meminfo;

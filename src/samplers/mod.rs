@@ -1,0 +1,93 @@
+//! Samplers, one directory per category. Each registers itself in
+//! `agent::sampler::SAMPLERS` and declares its metric families next to it.
+
+mod blockio;
+mod cpu;
+mod filesystem;
+mod load;
+mod memory;
+mod network;
+mod process;
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+/// A procfs/sysfs file kept open and re-read into one buffer, so a refresh
+/// costs a seek and a read, without opening or allocating.
+pub struct ProcFile {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl ProcFile {
+    pub fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(ProcFile {
+            path,
+            file,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// The file's current contents.
+    pub fn read(&mut self) -> anyhow::Result<&str> {
+        self.buf.clear();
+        self.file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.file.read_to_end(&mut self.buf))
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        std::str::from_utf8(&self.buf).with_context(|| format!("{} is not UTF-8", self.path.display()))
+    }
+}
+
+/// Parses the whitespace-separated unsigned integers of `s`; anything
+/// unparsable reads as 0 so one odd field cannot hide the others.
+pub fn numbers(s: &str) -> impl Iterator<Item = u64> + '_ {
+    s.split_ascii_whitespace().map(|f| f.parse().unwrap_or(0))
+}
+
+/// Glob match with `*` (any run of characters), for include/exclude lists.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            if rest.is_empty() {
+                return true;
+            }
+            (0..=tail.len())
+                .filter(|&i| tail.is_char_boundary(i))
+                .any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+/// Nanoseconds per USER_HZ tick (the unit of /proc/stat and /proc/PID/stat).
+pub fn ns_per_tick() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    1_000_000_000 / if hz > 0 { hz as u64 } else { 100 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs() {
+        assert!(glob("loop*", "loop0"));
+        assert!(glob("lo", "lo"));
+        assert!(!glob("lo", "lo0"));
+        assert!(glob("*", "anything"));
+        assert!(glob("veth*0", "vethab0"));
+        assert!(!glob("veth*0", "vethab1"));
+        assert!(glob("/run/*", "/run/user"));
+    }
+}

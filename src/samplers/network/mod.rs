@@ -1,0 +1,3 @@
+//! Network.
+
+mod interface;

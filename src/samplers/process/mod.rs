@@ -1,0 +1,3 @@
+//! The agent's own process: what it costs the host.
+
+mod own;

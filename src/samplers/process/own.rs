@@ -1,0 +1,102 @@
+//! `process`: the agent's own CPU, memory and file descriptors, named as
+//! Prometheus client libraries name them.
+
+use std::sync::Arc;
+
+use linkme::distributed_slice;
+
+use crate::agent::sampler::{options, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
+use crate::registry::Series;
+use crate::samplers::{ns_per_tick, ProcFile};
+
+crate::family!(CPU: Counter "process_cpu", Nanoseconds, [], "process", "/proc/self/stat",
+    "CPU time (user + system) used by the agent.");
+crate::family!(RSS: Gauge "process_resident_memory", Bytes, [], "process", "/proc/self/statm",
+    "Resident memory of the agent.");
+crate::family!(VSZ: Gauge "process_virtual_memory", Bytes, [], "process", "/proc/self/statm",
+    "Virtual memory size of the agent.");
+crate::family!(OPEN_FDS: Gauge "process_open_fds", Count, [], "process", "/proc/self/fd",
+    "Open file descriptors of the agent.");
+crate::family!(MAX_FDS: Gauge "process_max_fds", Count, [], "process", "getrlimit",
+    "The agent's limit on open file descriptors.");
+crate::family!(START_TIME: Gauge "process_start_time_seconds", Seconds, [], "process", "/proc/self/stat",
+    "Start time of the agent, seconds since the Unix epoch.");
+
+#[distributed_slice(SAMPLERS)]
+static SPEC: SamplerSpec = SamplerSpec {
+    name: "process",
+    validate: options::<NoOptions>,
+    init,
+};
+
+struct Process {
+    stat: ProcFile,
+    statm: ProcFile,
+    ns_per_tick: u64,
+    page_size: u64,
+    cpu: Arc<Series>,
+    rss: Arc<Series>,
+    vsz: Arc<Series>,
+    open_fds: Arc<Series>,
+    max_fds: Arc<Series>,
+    _start: Arc<Series>,
+}
+
+/// Fields of /proc/self/stat after the `(comm)` field, which may hold spaces.
+fn stat_fields(text: &str) -> impl Iterator<Item = &str> {
+    text.rsplit_once(')').map_or("", |(_, r)| r).split_ascii_whitespace()
+}
+
+fn init(_: &SamplerContext<'_>) -> anyhow::Result<Option<Box<dyn Sampler>>> {
+    let mut stat = ProcFile::open("/proc/self/stat")?;
+    let ns_per_tick = ns_per_tick();
+    // starttime (field 22; 20th after comm) is in ticks since boot.
+    let start_ticks: u64 = stat_fields(stat.read()?).nth(19).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let btime: u64 = std::fs::read_to_string("/proc/stat")?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0);
+    let start = START_TIME.single();
+    start.set_gauge((btime + start_ticks * ns_per_tick / 1_000_000_000) as i64);
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let mut s = Process {
+        stat,
+        statm: ProcFile::open("/proc/self/statm")?,
+        ns_per_tick,
+        page_size,
+        cpu: CPU.single(),
+        rss: RSS.single(),
+        vsz: VSZ.single(),
+        open_fds: OPEN_FDS.single(),
+        max_fds: MAX_FDS.single(),
+        _start: start,
+    };
+    s.refresh()?;
+    Ok(Some(Box::new(s)))
+}
+
+impl Sampler for Process {
+    fn refresh(&mut self) -> anyhow::Result<()> {
+        let mut f = stat_fields(self.stat.read()?);
+        // utime and stime are fields 14 and 15 (12th and 13th after comm).
+        let utime: u64 = f.nth(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let stime: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        self.cpu.set_counter((utime + stime) * self.ns_per_tick);
+
+        let mut m = self.statm.read()?.split_ascii_whitespace();
+        let size: u64 = m.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let resident: u64 = m.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        self.vsz.set_gauge((size * self.page_size) as i64);
+        self.rss.set_gauge((resident * self.page_size) as i64);
+
+        let fds = std::fs::read_dir("/proc/self/fd")?.count();
+        self.open_fds.set_gauge(fds as i64);
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: `lim` is a valid rlimit for the kernel to fill.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            self.max_fds.set_gauge(lim.rlim_cur.min(i64::MAX as u64) as i64);
+        }
+        Ok(())
+    }
+}
