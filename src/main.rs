@@ -7,6 +7,9 @@ mod histogram;
 mod registry;
 mod samplers;
 
+#[cfg(test)]
+mod catalog;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -114,7 +117,11 @@ fn check(path: &Path, kind: Option<Kind>) -> ExitCode {
     };
     match result {
         Ok(()) => {
-            println!("{}: valid {} config", path.display(), format!("{kind:?}").to_lowercase());
+            println!(
+                "{}: valid {} config",
+                path.display(),
+                format!("{kind:?}").to_lowercase()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => config_error(&e),
@@ -124,13 +131,18 @@ fn check(path: &Path, kind: Option<Kind>) -> ExitCode {
 fn config_error(e: &ConfigError) -> ExitCode {
     eprintln!("{e}");
     let n = e.problems.len();
-    eprintln!("error: {n} problem{} in {}", if n == 1 { "" } else { "s" }, e.path.display());
+    eprintln!(
+        "error: {n} problem{} in {}",
+        if n == 1 { "" } else { "s" },
+        e.path.display()
+    );
     ExitCode::from(EXIT_CONFIG)
 }
 
 fn init_logging(level: LogLevel) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -224,7 +224,12 @@ impl Family {
 
     /// Appends every live series to `out` (keeping them alive while held).
     pub fn collect_into(&self, out: &mut Vec<Arc<Series>>) {
-        out.extend(self.lock().iter().filter(|s| Arc::strong_count(s) > 1).cloned());
+        out.extend(
+            self.lock()
+                .iter()
+                .filter(|s| Arc::strong_count(s) > 1)
+                .cloned(),
+        );
     }
 
     pub fn has_series(&self) -> bool {

@@ -60,7 +60,11 @@ pub struct SamplerReport {
 impl Instance {
     fn start(name: &'static str, init: &super::sampler::SamplerSpec, config: &AgentConfig) -> Self {
         let (status, reason, sampler) = if !config.enabled(name) {
-            (Status::Disabled, Some("disabled in config".to_string()), None)
+            (
+                Status::Disabled,
+                Some("disabled in config".to_string()),
+                None,
+            )
         } else {
             let options = config.options(name);
             let ctx = SamplerContext {
@@ -70,7 +74,11 @@ impl Instance {
             // A sampler that panics while starting must not take the agent down.
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (init.init)(&ctx))) {
                 Ok(Ok(Some(s))) => (Status::Active, None, Some(s)),
-                Ok(Ok(None)) => (Status::Disabled, Some("not applicable on this host".into()), None),
+                Ok(Ok(None)) => (
+                    Status::Disabled,
+                    Some("not applicable on this host".into()),
+                    None,
+                ),
                 Ok(Err(e)) => (Status::Failed, Some(format!("{e:#}")), None),
                 Err(_) => (Status::Failed, Some("panicked while starting".into()), None),
             }
@@ -92,7 +100,9 @@ impl Instance {
 
     fn refresh(&self) {
         let mut guard = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(sampler) = guard.as_mut() else { return };
+        let Some(sampler) = guard.as_mut() else {
+            return;
+        };
         let start = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sampler.refresh()));
         self.refresh_ns.set_gauge(start.elapsed().as_nanos() as i64);
@@ -125,7 +135,11 @@ impl Instance {
         SamplerReport {
             name: self.name,
             status: self.status.clone(),
-            reason: self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            reason: self
+                .reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             programs: self.programs.clone(),
             refresh_ns: self.refresh_ns.gauge().max(0) as u64,
         }
@@ -150,7 +164,9 @@ struct Cache {
 impl Cache {
     fn slot(&mut self, body: Body) -> &mut Option<Bytes> {
         match body {
-            Body::Prometheus(f, gz) => &mut self.text[(f == Format::OpenMetrics) as usize * 2 + gz as usize],
+            Body::Prometheus(f, gz) => {
+                &mut self.text[(f == Format::OpenMetrics) as usize * 2 + gz as usize]
+            }
             Body::Msgpack => &mut self.msgpack,
             Body::Json => &mut self.json,
         }
@@ -306,7 +322,8 @@ impl State {
 /// gzip at the fastest level: scrape bodies are small and CPU is the budget.
 fn compress(input: &[u8], scratch: &mut Vec<u8>) -> Bytes {
     scratch.clear();
-    let mut enc = flate2::write::GzEncoder::new(std::mem::take(scratch), flate2::Compression::fast());
+    let mut enc =
+        flate2::write::GzEncoder::new(std::mem::take(scratch), flate2::Compression::fast());
     let _ = enc.write_all(input);
     *scratch = enc.finish().unwrap_or_default();
     Bytes::copy_from_slice(scratch)

@@ -32,7 +32,7 @@ pub fn run(path: &Path, config: AgentConfig) -> anyhow::Result<()> {
             )
         })?;
         let local = listener.local_addr()?;
-        tracing::info!(address = %local, "listening on http://{local}/metrics");
+        tracing::info!("listening on http://{local}/metrics");
         axum::serve(listener, server::router(collector))
             .with_graceful_shutdown(shutdown_signal())
             .await
@@ -56,7 +56,9 @@ pub fn once(config: AgentConfig) -> anyhow::Result<()> {
 
 fn describe_io(e: &std::io::Error) -> String {
     match e.kind() {
-        std::io::ErrorKind::AddrInUse => "address already in use (is another agent running?)".into(),
+        std::io::ErrorKind::AddrInUse => {
+            "address already in use (is another agent running?)".into()
+        }
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         std::io::ErrorKind::AddrNotAvailable => "address not available on this host".into(),
         _ => e.to_string(),

@@ -32,6 +32,9 @@ pub struct ProgramInfo {
     pub reason: Option<String>,
 }
 
+/// What `SamplerSpec::init` returns.
+pub type InitResult = anyhow::Result<Option<Box<dyn Sampler>>>;
+
 /// What a sampler registers: its config name, how to validate its own
 /// `[samplers.<name>]` keys, and how to start it.
 pub struct SamplerSpec {
@@ -41,7 +44,7 @@ pub struct SamplerSpec {
     pub validate: fn(&mut Checker<'_>, &[Segment], toml::Value) -> bool,
     /// `Ok(None)`: not applicable here (reported as disabled).
     /// `Err`: could not start (reported as failed; the agent goes on).
-    pub init: fn(&SamplerContext<'_>) -> anyhow::Result<Option<Box<dyn Sampler>>>,
+    pub init: fn(&SamplerContext<'_>) -> InitResult,
 }
 
 impl SamplerSpec {

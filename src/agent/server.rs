@@ -19,7 +19,12 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .route("/metrics/json", get(json))
         .route("/samplers", get(samplers))
         .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: try /metrics, /metrics/binary, /metrics/json, /samplers or /healthz\n") })
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /metrics/binary, /metrics/json, /samplers or /healthz\n",
+            )
+        })
         .with_state(collector)
 }
 
@@ -47,8 +52,10 @@ async fn metrics(State(c): State<Arc<Collector>>, headers: HeaderMap) -> Respons
         resp.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
-    resp.headers_mut()
-        .insert(header::VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+    resp.headers_mut().insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
     resp
 }
 
@@ -66,5 +73,9 @@ async fn samplers(State(c): State<Arc<Collector>>) -> Response {
 }
 
 fn bytes_response(content_type: &'static str, body: Bytes) -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
 }

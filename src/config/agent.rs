@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{check_sections, section, Checker, ConfigError, HumanDuration, ListenAddr, LogConfig, Segment, Source};
+use super::{
+    check_sections, section, Checker, ConfigError, HumanDuration, ListenAddr, LogConfig, Segment,
+    Source,
+};
 use crate::agent::sampler::SamplerSpec;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4251";
@@ -70,7 +73,12 @@ impl AgentConfig {
         let log = section::<LogConfig>(&mut c, &mut table, "log");
         let defaults = section::<Defaults>(&mut c, &mut table, "defaults");
         let samplers = samplers(&mut c, table.remove("samplers"));
-        let config = AgentConfig { general, log, defaults, samplers };
+        let config = AgentConfig {
+            general,
+            log,
+            defaults,
+            samplers,
+        };
         c.finish(Some(config))
     }
 
@@ -103,12 +111,18 @@ fn samplers(c: &mut Checker<'_>, value: Option<toml::Value>) -> BTreeMap<String,
         let Some(spec) = SamplerSpec::find(&name) else {
             c.problem(
                 &path,
-                format!("unknown sampler `{name}`, known samplers: {}", SamplerSpec::names().join(", ")),
+                format!(
+                    "unknown sampler `{name}`, known samplers: {}",
+                    SamplerSpec::names().join(", ")
+                ),
             );
             continue;
         };
         let toml::Value::Table(mut section) = value else {
-            c.problem(&path, format!("must be a table, e.g. [samplers.{name}] enabled = true"));
+            c.problem(
+                &path,
+                format!("must be a table, e.g. [samplers.{name}] enabled = true"),
+            );
             continue;
         };
         let enabled = match section.remove("enabled") {
@@ -117,7 +131,10 @@ fn samplers(c: &mut Checker<'_>, value: Option<toml::Value>) -> BTreeMap<String,
             Some(other) => {
                 let mut p = path.to_vec();
                 p.push(Segment::Key("enabled".into()));
-                c.problem(&p, format!("expected true or false, found {}", other.type_str()));
+                c.problem(
+                    &p,
+                    format!("expected true or false, found {}", other.type_str()),
+                );
                 None
             }
         };

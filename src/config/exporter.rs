@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{check_sections, section, Checker, ConfigError, HumanDuration, HttpUrl, ListenAddr, LogConfig, Segment, Source};
+use super::{
+    check_sections, section, Checker, ConfigError, HttpUrl, HumanDuration, ListenAddr, LogConfig,
+    Segment, Source,
+};
 
 #[derive(Debug)]
 pub struct ExporterConfig {
@@ -70,7 +73,9 @@ impl ExporterConfig {
         let log = section::<LogConfig>(&mut c, &mut table, "log");
         let prometheus = section::<Prometheus>(&mut c, &mut table, "prometheus");
         let sources: Vec<SourceConfig> = match table.remove("sources") {
-            Some(v) => c.deserialize(&[Segment::Key("sources".into())], v).unwrap_or_default(),
+            Some(v) => c
+                .deserialize(&[Segment::Key("sources".into())], v)
+                .unwrap_or_default(),
             None => {
                 c.problem(&[], "no [[sources]]: add at least one, e.g. [[sources]] url = \"http://127.0.0.1:4251\"");
                 Vec::new()
@@ -78,18 +83,30 @@ impl ExporterConfig {
         };
         if general.timeout.0 > general.interval.0 {
             c.problem(
-                &[Segment::Key("general".into()), Segment::Key("timeout".into())],
+                &[
+                    Segment::Key("general".into()),
+                    Segment::Key("timeout".into()),
+                ],
                 "must not be longer than general.interval",
             );
         }
         for (i, p) in prometheus.percentiles.iter().enumerate() {
             if !(*p > 0.0 && *p < 1.0) {
                 c.problem(
-                    &[Segment::Key("prometheus".into()), Segment::Key("percentiles".into()), Segment::Index(i)],
+                    &[
+                        Segment::Key("prometheus".into()),
+                        Segment::Key("percentiles".into()),
+                        Segment::Index(i),
+                    ],
                     format!("{p} is not a quantile strictly between 0 and 1"),
                 );
             }
         }
-        c.finish(Some(ExporterConfig { general, log, sources, prometheus }))
+        c.finish(Some(ExporterConfig {
+            general,
+            log,
+            sources,
+            prometheus,
+        }))
     }
 }

@@ -88,7 +88,7 @@ impl Source {
             self.error(vec![Problem {
                 key: String::new(),
                 line,
-                message: format!("invalid TOML: {}", e.message()),
+                message: format!("invalid TOML: {}", clean_message(e.message())),
             }])
         })
     }
@@ -207,7 +207,9 @@ impl<'a> Checker<'a> {
                     failed = true;
                     let mut path = prefix.to_vec();
                     path.extend(e.path().iter().filter_map(|s| match s {
-                        serde_path_to_error::Segment::Map { key } => Some(Segment::Key(key.clone())),
+                        serde_path_to_error::Segment::Map { key } => {
+                            Some(Segment::Key(key.clone()))
+                        }
                         serde_path_to_error::Segment::Seq { index } => Some(Segment::Index(*index)),
                         _ => None,
                     }));
@@ -228,6 +230,7 @@ impl<'a> Checker<'a> {
             Some(v) if self.problems.is_empty() => Ok(v),
             _ => {
                 let mut problems = self.problems;
+                problems.sort_by_key(|p| p.line.unwrap_or(0));
                 if problems.is_empty() {
                     problems.push(Problem {
                         key: String::new(),
@@ -244,7 +247,12 @@ impl<'a> Checker<'a> {
 /// toml's messages carry a trailing newline and sometimes a location we
 /// already print ourselves.
 fn clean_message(m: &str) -> String {
-    m.trim().replace('\n', " ")
+    let m = m.trim().replace('\n', " ");
+    // toml appends ` in `key``, which the printed key path already says.
+    match m.rfind(" in `") {
+        Some(i) if m.ends_with('`') => m[..i].to_string(),
+        _ => m,
+    }
 }
 
 /// Removes the value at `path` inside `value`; false when it is not there.

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{check_sections, section, ByteSize, Checker, ConfigError, HttpUrl, HumanDuration, ListenAddr, LogConfig, Segment, Source};
+use super::{
+    check_sections, section, ByteSize, Checker, ConfigError, HttpUrl, HumanDuration, ListenAddr,
+    LogConfig, Segment, Source,
+};
 
 #[derive(Debug)]
 pub struct PushConfig {
@@ -97,26 +100,45 @@ impl PushConfig {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         let mut table = source.table()?;
         let mut c = Checker::new(source);
-        check_sections(&mut c, &table, &["source", "spool", "sinks", "listen", "log"]);
+        check_sections(
+            &mut c,
+            &table,
+            &["source", "spool", "sinks", "listen", "log"],
+        );
         let src = section::<SourceConfig>(&mut c, &mut table, "source");
         let spool = section::<Spool>(&mut c, &mut table, "spool");
         let listen = section::<Listen>(&mut c, &mut table, "listen");
         let log = section::<LogConfig>(&mut c, &mut table, "log");
         let sinks: Vec<Sink> = match table.remove("sinks") {
-            Some(v) => c.deserialize(&[Segment::Key("sinks".into())], v).unwrap_or_default(),
+            Some(v) => c
+                .deserialize(&[Segment::Key("sinks".into())], v)
+                .unwrap_or_default(),
             None => {
-                c.problem(&[], "no [[sinks]]: add at least one, e.g. [[sinks]] kind = \"remote_write\"");
+                c.problem(
+                    &[],
+                    "no [[sinks]]: add at least one, e.g. [[sinks]] kind = \"remote_write\"",
+                );
                 Vec::new()
             }
         };
         for (i, s) in sinks.iter().enumerate() {
             if s.kind == SinkKind::RemoteWrite && s.format.is_some() {
                 c.problem(
-                    &[Segment::Key("sinks".into()), Segment::Index(i), Segment::Key("format".into())],
+                    &[
+                        Segment::Key("sinks".into()),
+                        Segment::Index(i),
+                        Segment::Key("format".into()),
+                    ],
                     "only applies to kind = \"http\"",
                 );
             }
         }
-        c.finish(Some(PushConfig { source: src, spool, sinks, listen, log }))
+        c.finish(Some(PushConfig {
+            source: src,
+            spool,
+            sinks,
+            listen,
+            log,
+        }))
     }
 }

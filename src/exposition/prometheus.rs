@@ -224,9 +224,15 @@ mod tests {
         assert!(out.contains("test_prom_cpu_seconds_total{cpu=\"0\"} 1.5\n"));
         assert!(out.contains("test_prom_load 0.52\n"));
         assert!(out.contains("# TYPE test_prom_latency_seconds histogram\n"));
-        assert!(out.contains("test_prom_latency_seconds_bucket{op=\"read\",le=\"0.000001024\"} 0\n"));
-        assert!(out.contains("test_prom_latency_seconds_bucket{op=\"read\",le=\"0.000002048\"} 3\n"));
-        assert!(out.contains("test_prom_latency_seconds_bucket{op=\"read\",le=\"17.179869184\"} 3\n"));
+        assert!(
+            out.contains("test_prom_latency_seconds_bucket{op=\"read\",le=\"0.000001024\"} 0\n")
+        );
+        assert!(
+            out.contains("test_prom_latency_seconds_bucket{op=\"read\",le=\"0.000002048\"} 3\n")
+        );
+        assert!(
+            out.contains("test_prom_latency_seconds_bucket{op=\"read\",le=\"17.179869184\"} 3\n")
+        );
         assert!(out.contains("test_prom_latency_seconds_bucket{op=\"read\",le=\"+Inf\"} 4\n"));
         assert!(out.contains("test_prom_latency_seconds_count{op=\"read\"} 4\n"));
         assert!(!out.contains("# EOF"));

@@ -310,7 +310,11 @@ mod tests {
             assert_eq!(ctr.metadata["metric"], "test_snap_ops");
             assert_eq!(ctr.metadata["op"], "read");
             assert_eq!(ctr.metadata["unit"], "count");
-            let gauge = snap.gauges.iter().find(|m| m.name == "test_snap_level").unwrap();
+            let gauge = snap
+                .gauges
+                .iter()
+                .find(|m| m.name == "test_snap_level")
+                .unwrap();
             assert_eq!(gauge.value, -7);
             let hist = snap
                 .histograms
@@ -352,7 +356,10 @@ mod tests {
         expected += "a6736f75726365a5736f6e6465"; // "source": "sonde"
         expected += "a776657273696f6e"; // "version"
         expected += &format!("{:02x}", 0xa0 | version.len());
-        expected += &version.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+        expected += &version
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
         expected += "909090";
         assert_eq!(hex, expected);
     }

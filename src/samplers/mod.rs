@@ -41,7 +41,8 @@ impl ProcFile {
             .seek(SeekFrom::Start(0))
             .and_then(|_| self.file.read_to_end(&mut self.buf))
             .with_context(|| format!("cannot read {}", self.path.display()))?;
-        std::str::from_utf8(&self.buf).with_context(|| format!("{} is not UTF-8", self.path.display()))
+        std::str::from_utf8(&self.buf)
+            .with_context(|| format!("{} is not UTF-8", self.path.display()))
     }
 }
 

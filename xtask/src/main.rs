@@ -1,1 +1,219 @@
-fn main() {}
+//! `cargo xtask`: the project's setup, test and formatting commands.
+//!
+//!   cargo xtask run    install build dependencies, build release, run the agent
+//!   cargo xtask test   install test dependencies, check formatting and lints,
+//!                      run the whole test suite
+//!   cargo xtask fmt    rustfmt and clang-format
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages the build needs: the eBPF toolchain and libbpf's C deps.
+const BUILD_PACKAGES: &[&str] = &[
+    "clang",
+    "llvm",
+    "libelf-dev",
+    "zlib1g-dev",
+    "pkg-config",
+    "clang-format",
+];
+/// Debian packages the tests need besides: a real Prometheus and promtool.
+const TEST_PACKAGES: &[&str] = &["prometheus"];
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  run [ARGS...]   install missing build dependencies (apt), build release and run
+                  the agent with config/agent.toml (through sudo when not root);
+                  ARGS are passed to sonde, e.g. `cargo xtask run -- --once`
+  test            install missing build and test dependencies (apt, including
+                  Debian's prometheus), check formatting and clippy, run all tests
+  fmt             format Rust (rustfmt) and BPF C (clang-format)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => run(&args[1..]),
+        Some("test") => test(&args[1..]),
+        Some("fmt") => fmt(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command `{other}`\n\n{USAGE}")),
+        None => Err(anyhow::anyhow!("{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("xtask: $ {}", shown.replace('"', ""));
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !st.success() {
+        bail!("{shown} failed ({st})");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn have(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+        .unwrap_or(false)
+}
+
+/// Installs the Debian packages of `packages` that are missing, with apt
+/// as root or through sudo; otherwise says what to install.
+fn ensure_packages(packages: &[&str]) -> Result<()> {
+    if !have("dpkg-query") {
+        eprintln!(
+            "xtask: not a Debian/Ubuntu system; make sure these are installed: {}",
+            packages.join(" ")
+        );
+        return Ok(());
+    }
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            let out = Command::new("dpkg-query")
+                .args(["-W", "-f=${db:Status-Status}", p])
+                .output();
+            !matches!(out, Ok(o) if o.status.success() && o.stdout == b"installed")
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing missing packages: {}", missing.join(" "));
+    let sudo: &[&str] = if is_root() {
+        &[]
+    } else if have("sudo") {
+        &["sudo"]
+    } else {
+        bail!(
+            "missing packages: {}; run as root or install them: apt-get install {}",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    };
+    let apt = |args: &[&str]| {
+        let mut argv: Vec<&str> = sudo.to_vec();
+        argv.push("apt-get");
+        argv.extend_from_slice(args);
+        let mut c = Command::new(argv[0]);
+        c.args(&argv[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+        status(&mut c)
+    };
+    apt(&["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    apt(&args)
+}
+
+fn run(args: &[String]) -> Result<()> {
+    ensure_packages(BUILD_PACKAGES)?;
+    status(cargo().args(["build", "--release", "--bin", "sonde"]))?;
+    let bin = root().join("target/release/sonde");
+    let config = root().join("config/agent.toml");
+    let args: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--")
+        .collect();
+    let mut cmd = if is_root() {
+        Command::new(&bin)
+    } else {
+        eprintln!("xtask: the agent loads eBPF programs and needs root; re-running through sudo");
+        let mut c = Command::new("sudo");
+        c.arg(&bin);
+        c
+    };
+    cmd.args(&args).arg(&config);
+    status(&mut cmd)
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let mut packages = BUILD_PACKAGES.to_vec();
+    packages.extend(TEST_PACKAGES);
+    ensure_packages(&packages)?;
+    status(cargo().args(["fmt", "--all", "--", "--check"]))
+        .context("formatting differs: run `cargo xtask fmt`")?;
+    status(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let mut t = cargo();
+    t.args(["test", "--workspace"]).args(args);
+    status(&mut t)
+}
+
+fn fmt() -> Result<()> {
+    status(cargo().args(["fmt", "--all"]))?;
+    let mut files = Vec::new();
+    collect_c(&root().join("bpf"), &mut files)?;
+    if files.is_empty() {
+        return Ok(());
+    }
+    if !have("clang-format") {
+        bail!("clang-format is not installed (apt-get install clang-format)");
+    }
+    status(Command::new("clang-format").arg("-i").args(&files))
+}
+
+/// BPF C sources and headers, except generated vmlinux headers.
+fn collect_c(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries {
+        let path = e?.path();
+        if path.is_dir() {
+            collect_c(&path, out)?;
+        } else if path.extension().is_some_and(|x| x == "c" || x == "h")
+            && !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinux"))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

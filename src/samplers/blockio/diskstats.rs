@@ -6,7 +6,7 @@ use std::sync::Arc;
 use linkme::distributed_slice;
 use serde::Deserialize;
 
-use crate::agent::sampler::{options, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
+use crate::agent::sampler::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::registry::Series;
 use crate::samplers::{glob, ProcFile};
 
@@ -80,7 +80,7 @@ struct Diskstats {
     generation: u64,
 }
 
-fn init(ctx: &SamplerContext<'_>) -> anyhow::Result<Option<Box<dyn Sampler>>> {
+fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let mut s = Diskstats {
         file: ProcFile::open("/proc/diskstats")?,
         options: ctx.options()?,
@@ -121,7 +121,8 @@ impl Sampler for Diskstats {
             }
             if !self.devices.contains_key(dev) {
                 let disk = wanted(&self.options, dev).then(|| Disk::new(dev));
-                self.devices.insert(dev.to_string(), Entry { disk, generation });
+                self.devices
+                    .insert(dev.to_string(), Entry { disk, generation });
             }
             let entry = self.devices.get_mut(dev).expect("inserted above");
             entry.generation = generation;

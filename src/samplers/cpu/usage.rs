@@ -4,16 +4,20 @@ use std::sync::Arc;
 
 use linkme::distributed_slice;
 
-use crate::agent::sampler::{options, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
+use crate::agent::sampler::{
+    options, InitResult, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS,
+};
 use crate::registry::Series;
-use crate::samplers::{numbers, ns_per_tick, ProcFile};
+use crate::samplers::{ns_per_tick, numbers, ProcFile};
 
 crate::family!(CPU_USAGE: Counter "cpu_usage", Nanoseconds, ["state", "cpu"], "cpu", "/proc/stat",
     "CPU time spent in each state, per CPU (guest time is included in user).");
 crate::family!(CPU_CORES: Gauge "cpu_cores", Count, [], "cpu", "/proc/stat", "Online CPU cores.");
 
 /// The states of a `cpuN` line of /proc/stat, in column order.
-const STATES: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
+const STATES: [&str; 8] = [
+    "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+];
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
@@ -31,7 +35,7 @@ struct CpuUsage {
     cores: Arc<Series>,
 }
 
-fn init(_: &SamplerContext<'_>) -> anyhow::Result<Option<Box<dyn Sampler>>> {
+fn init(_: &SamplerContext<'_>) -> InitResult {
     let mut s = CpuUsage {
         stat: ProcFile::open("/proc/stat")?,
         ns_per_tick: ns_per_tick(),
@@ -66,7 +70,10 @@ impl Sampler for CpuUsage {
             self.seen[id] = true;
             let series = self.cpus[id].get_or_insert_with(|| {
                 let cpu = id.to_string();
-                STATES.iter().map(|st| CPU_USAGE.series(&[st, &cpu])).collect()
+                STATES
+                    .iter()
+                    .map(|st| CPU_USAGE.series(&[st, &cpu]))
+                    .collect()
             });
             for (s, ticks) in series.iter().zip(numbers(fields)) {
                 s.set_counter(ticks * self.ns_per_tick);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use linkme::distributed_slice;
 use serde::Deserialize;
 
-use crate::agent::sampler::{options, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
+use crate::agent::sampler::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::config::HumanDuration;
 use crate::registry::Series;
 use crate::samplers::glob;
@@ -51,10 +51,35 @@ impl Default for Options {
         Options {
             interval: HumanDuration(Duration::from_secs(10)),
             exclude_fstypes: [
-                "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
-                "devtmpfs", "efivarfs", "fusectl", "hugetlbfs", "mqueue", "nsfs", "overlay", "proc",
-                "pstore", "ramfs", "rpc_pipefs", "securityfs", "selinuxfs", "squashfs", "sysfs",
-                "tmpfs", "tracefs", "fuse.lxcfs", "fuse.portal", "erofs", "iso9660",
+                "autofs",
+                "binfmt_misc",
+                "bpf",
+                "cgroup",
+                "cgroup2",
+                "configfs",
+                "debugfs",
+                "devpts",
+                "devtmpfs",
+                "efivarfs",
+                "fusectl",
+                "hugetlbfs",
+                "mqueue",
+                "nsfs",
+                "overlay",
+                "proc",
+                "pstore",
+                "ramfs",
+                "rpc_pipefs",
+                "securityfs",
+                "selinuxfs",
+                "squashfs",
+                "sysfs",
+                "tmpfs",
+                "tracefs",
+                "fuse.lxcfs",
+                "fuse.portal",
+                "erofs",
+                "iso9660",
             ]
             .map(String::from)
             .to_vec(),
@@ -84,6 +109,19 @@ struct Mount {
     stalled: Arc<Series>,
 }
 
+impl Mount {
+    // fsblkcnt_t and friends are not u64 on every target.
+    #[allow(clippy::unnecessary_cast)]
+    fn store(&self, st: &libc::statvfs) {
+        let frsize = st.f_frsize as u64;
+        self.size.set_gauge((st.f_blocks as u64 * frsize) as i64);
+        self.free.set_gauge((st.f_bfree as u64 * frsize) as i64);
+        self.avail.set_gauge((st.f_bavail as u64 * frsize) as i64);
+        self.files.set_gauge(st.f_files as i64);
+        self.files_free.set_gauge(st.f_ffree as i64);
+    }
+}
+
 struct Worker {
     options: Options,
     mounts: HashMap<String, (Arc<Mount>, u64)>,
@@ -96,7 +134,7 @@ struct Filesystem {
     _stop: mpsc::Sender<()>,
 }
 
-fn init(ctx: &SamplerContext<'_>) -> anyhow::Result<Option<Box<dyn Sampler>>> {
+fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let options: Options = ctx.options()?;
     let mut worker = Worker {
         options,
@@ -105,7 +143,12 @@ fn init(ctx: &SamplerContext<'_>) -> anyhow::Result<Option<Box<dyn Sampler>>> {
     };
     worker.round()?;
     let deadline = Instant::now() + FIRST_ROUND_WAIT;
-    while worker.mounts.values().any(|(m, _)| m.busy.load(Ordering::Acquire)) && Instant::now() < deadline {
+    while worker
+        .mounts
+        .values()
+        .any(|(m, _)| m.busy.load(Ordering::Acquire))
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
     let (stop, stopped) = mpsc::channel::<()>();
@@ -143,7 +186,9 @@ impl Worker {
         let text = std::fs::read_to_string("/proc/self/mountinfo")?;
         let mut devices = std::collections::HashSet::new();
         for line in text.lines() {
-            let Some(m) = parse_mountinfo(line) else { continue };
+            let Some(m) = parse_mountinfo(line) else {
+                continue;
+            };
             if self.options.exclude_fstypes.iter().any(|t| *t == m.fstype)
                 || self.options.exclude_mountpoints.iter().any(|p| glob(p, &m.mountpoint))
                 // Bind mounts and btrfs subvolumes repeat a device: count it once.
@@ -172,21 +217,18 @@ impl Worker {
             }
             let mount = Arc::clone(mount);
             let path = m.mountpoint;
-            let spawned = std::thread::Builder::new().name("sonde-statvfs".into()).spawn({
-                let mount = Arc::clone(&mount);
-                move || {
-                    if let Some(st) = statvfs(&path) {
-                        let frsize = st.f_frsize as u64;
-                        mount.size.set_gauge((st.f_blocks as u64 * frsize) as i64);
-                        mount.free.set_gauge((st.f_bfree as u64 * frsize) as i64);
-                        mount.avail.set_gauge((st.f_bavail as u64 * frsize) as i64);
-                        mount.files.set_gauge(st.f_files as i64);
-                        mount.files_free.set_gauge(st.f_ffree as i64);
+            let spawned = std::thread::Builder::new()
+                .name("sonde-statvfs".into())
+                .spawn({
+                    let mount = Arc::clone(&mount);
+                    move || {
+                        if let Some(st) = statvfs(&path) {
+                            mount.store(&st);
+                        }
+                        mount.stalled.set_gauge(0);
+                        mount.busy.store(false, Ordering::Release);
                     }
-                    mount.stalled.set_gauge(0);
-                    mount.busy.store(false, Ordering::Release);
-                }
-            });
+                });
             if spawned.is_err() {
                 mount.busy.store(false, Ordering::Release);
             }
@@ -222,7 +264,12 @@ fn parse_mountinfo(line: &str) -> Option<MountLine<'_>> {
     let mut r = right.split(' ');
     let fstype = r.next()?;
     let source = unescape(r.next()?);
-    Some(MountLine { dev_id, mountpoint, fstype, source })
+    Some(MountLine {
+        dev_id,
+        mountpoint,
+        fstype,
+        source,
+    })
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\ooo` octal.
@@ -231,7 +278,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -248,7 +298,10 @@ mod tests {
 
     #[test]
     fn parses_mountinfo_lines() {
-        let m = parse_mountinfo(r"36 35 98:0 / /mnt/my\040disk rw,noatime master:1 - ext4 /dev/sda1 rw").unwrap();
+        let m = parse_mountinfo(
+            r"36 35 98:0 / /mnt/my\040disk rw,noatime master:1 - ext4 /dev/sda1 rw",
+        )
+        .unwrap();
         assert_eq!(m.dev_id, "98:0");
         assert_eq!(m.mountpoint, "/mnt/my disk");
         assert_eq!(m.fstype, "ext4");

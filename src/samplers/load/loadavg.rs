@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use linkme::distributed_slice;
 
-use crate::agent::sampler::{options, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
+use crate::agent::sampler::{
+    options, InitResult, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS,
+};
 use crate::registry::Series;
 use crate::samplers::ProcFile;
 
@@ -31,7 +33,7 @@ struct Load {
     blocked: Arc<Series>,
 }
 
-fn init(_: &SamplerContext<'_>) -> anyhow::Result<Option<Box<dyn Sampler>>> {
+fn init(_: &SamplerContext<'_>) -> InitResult {
     let mut s = Load {
         loadavg: ProcFile::open("/proc/loadavg")?,
         stat: ProcFile::open("/proc/stat")?,

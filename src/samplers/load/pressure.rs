@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use linkme::distributed_slice;
 
-use crate::agent::sampler::{options, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
+use crate::agent::sampler::{
+    options, InitResult, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS,
+};
 use crate::registry::Series;
 use crate::samplers::ProcFile;
 
@@ -24,11 +26,13 @@ struct Pressure {
     files: Vec<(ProcFile, [Arc<Series>; 2])>,
 }
 
-fn init(_: &SamplerContext<'_>) -> anyhow::Result<Option<Box<dyn Sampler>>> {
+fn init(_: &SamplerContext<'_>) -> InitResult {
     let mut files = Vec::new();
     for r in RESOURCES {
         let f = ProcFile::open(format!("/proc/pressure/{r}")).map_err(|e| {
-            e.context("PSI is not available (needs CONFIG_PSI=y and no psi=0 on the kernel command line)")
+            e.context(
+                "PSI is not available (needs CONFIG_PSI=y and no psi=0 on the kernel command line)",
+            )
         })?;
         files.push((f, ["some", "full"].map(|k| STALL.series(&[r, k]))));
     }
@@ -47,7 +51,10 @@ impl Sampler for Pressure {
                     Some(("full", _)) => &*full,
                     _ => continue,
                 };
-                if let Some(total) = line.rsplit_once("total=").and_then(|(_, t)| t.trim().parse::<u64>().ok()) {
+                if let Some(total) = line
+                    .rsplit_once("total=")
+                    .and_then(|(_, t)| t.trim().parse::<u64>().ok())
+                {
                     series.set_counter(total * 1000);
                 }
             }

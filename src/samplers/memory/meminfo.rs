@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use linkme::distributed_slice;
 
-use crate::agent::sampler::{options, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
+use crate::agent::sampler::{
+    options, InitResult, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS,
+};
 use crate::registry::{Family, Series};
 use crate::samplers::ProcFile;
 
@@ -56,7 +58,7 @@ struct Memory {
     events: Vec<Arc<Series>>,
 }
 
-fn init(_: &SamplerContext<'_>) -> anyhow::Result<Option<Box<dyn Sampler>>> {
+fn init(_: &SamplerContext<'_>) -> InitResult {
     let mut s = Memory {
         meminfo: ProcFile::open("/proc/meminfo")?,
         vmstat: ProcFile::open("/proc/vmstat")?,
@@ -72,9 +74,16 @@ impl Sampler for Memory {
         // Lines look like `MemTotal:       24576000 kB`.
         let mut found = 0;
         for line in self.meminfo.read()?.lines() {
-            let Some((key, rest)) = line.split_once(':') else { continue };
+            let Some((key, rest)) = line.split_once(':') else {
+                continue;
+            };
             if let Some(i) = MEMINFO.iter().position(|(k, _)| *k == key) {
-                let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                let kib: u64 = rest
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
                 self.sizes[i].set_gauge((kib * 1024) as i64);
                 found += 1;
             }
@@ -82,7 +91,9 @@ impl Sampler for Memory {
         anyhow::ensure!(found > 0, "/proc/meminfo has none of the expected keys");
         // Lines look like `pgfault 123456`.
         for line in self.vmstat.read()?.lines() {
-            let Some((key, value)) = line.split_once(' ') else { continue };
+            let Some((key, value)) = line.split_once(' ') else {
+                continue;
+            };
             if let Some(i) = VMSTAT.iter().position(|(k, _)| *k == key) {
                 self.events[i].set_counter(value.trim().parse().unwrap_or(0));
             }

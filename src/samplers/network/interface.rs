@@ -6,7 +6,7 @@ use std::sync::Arc;
 use linkme::distributed_slice;
 use serde::Deserialize;
 
-use crate::agent::sampler::{options, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
+use crate::agent::sampler::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::registry::{Family, Series};
 use crate::samplers::{glob, ProcFile};
 
@@ -58,7 +58,7 @@ struct Interfaces {
     generation: u64,
 }
 
-fn init(ctx: &SamplerContext<'_>) -> anyhow::Result<Option<Box<dyn Sampler>>> {
+fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let mut s = Interfaces {
         file: ProcFile::open("/proc/net/dev")?,
         options: ctx.options()?,
@@ -76,18 +76,22 @@ impl Sampler for Interfaces {
         let text = self.file.read()?;
         // Two header lines, then `  eth0: rx_bytes rx_packets ... tx_bytes ...`.
         for line in text.lines().skip(2) {
-            let Some((name, rest)) = line.split_once(':') else { continue };
+            let Some((name, rest)) = line.split_once(':') else {
+                continue;
+            };
             let name = name.trim();
             if !self.entries.contains_key(name) {
                 let wanted = !self.options.exclude.iter().any(|p| glob(p, name));
-                let series = wanted.then(|| {
-                    COLUMNS.map(|(dir, _)| FAMILIES.map(|f| f.series(&[name, dir])))
-                });
-                self.entries.insert(name.to_string(), Entry { series, generation });
+                let series = wanted
+                    .then(|| COLUMNS.map(|(dir, _)| FAMILIES.map(|f| f.series(&[name, dir]))));
+                self.entries
+                    .insert(name.to_string(), Entry { series, generation });
             }
             let entry = self.entries.get_mut(name).expect("inserted above");
             entry.generation = generation;
-            let Some(series) = &entry.series else { continue };
+            let Some(series) = &entry.series else {
+                continue;
+            };
             let mut v = [0u64; 16];
             for (slot, f) in v.iter_mut().zip(rest.split_ascii_whitespace()) {
                 *slot = f.parse().unwrap_or(0);

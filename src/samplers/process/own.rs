@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use linkme::distributed_slice;
 
-use crate::agent::sampler::{options, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
+use crate::agent::sampler::{
+    options, InitResult, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS,
+};
 use crate::registry::Series;
 use crate::samplers::{ns_per_tick, ProcFile};
 
@@ -44,14 +46,19 @@ struct Process {
 
 /// Fields of /proc/self/stat after the `(comm)` field, which may hold spaces.
 fn stat_fields(text: &str) -> impl Iterator<Item = &str> {
-    text.rsplit_once(')').map_or("", |(_, r)| r).split_ascii_whitespace()
+    text.rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_ascii_whitespace()
 }
 
-fn init(_: &SamplerContext<'_>) -> anyhow::Result<Option<Box<dyn Sampler>>> {
+fn init(_: &SamplerContext<'_>) -> InitResult {
     let mut stat = ProcFile::open("/proc/self/stat")?;
     let ns_per_tick = ns_per_tick();
     // starttime (field 22; 20th after comm) is in ticks since boot.
-    let start_ticks: u64 = stat_fields(stat.read()?).nth(19).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let start_ticks: u64 = stat_fields(stat.read()?)
+        .nth(19)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0);
     let btime: u64 = std::fs::read_to_string("/proc/stat")?
         .lines()
         .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse().ok()))
@@ -92,10 +99,14 @@ impl Sampler for Process {
 
         let fds = std::fs::read_dir("/proc/self/fd")?.count();
         self.open_fds.set_gauge(fds as i64);
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: `lim` is a valid rlimit for the kernel to fill.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-            self.max_fds.set_gauge(lim.rlim_cur.min(i64::MAX as u64) as i64);
+            self.max_fds
+                .set_gauge(lim.rlim_cur.min(i64::MAX as u64) as i64);
         }
         Ok(())
     }

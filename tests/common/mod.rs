@@ -1,0 +1,243 @@
+//! Helpers shared by the integration tests: run the real `sonde` binary,
+//! talk HTTP to it, and find the real tools the tests need.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sonde");
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The path of a tool the test needs. Missing tools fail the test (with how
+/// to get them) rather than skip it: `cargo xtask test` installs them.
+pub fn tool(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
+        .unwrap_or_else(|| panic!("`{name}` is not installed; `cargo xtask test` installs it (Debian package prometheus)"))
+}
+
+/// The repo's agent config with `listen` moved to an ephemeral port and
+/// `extra` appended (TOML).
+pub fn agent_config(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("config/agent.toml")).unwrap();
+    let text = edit(text.replace("listen = \"127.0.0.1:4251\"", "listen = \"127.0.0.1:0\""));
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running agent, killed on drop.
+pub struct Agent {
+    pub child: Child,
+    pub port: u16,
+    pub log: mpsc::Receiver<String>,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn start() -> Agent {
+        Agent::start_with(|t| t)
+    }
+
+    /// Starts the agent on an edited copy of config/agent.toml and waits
+    /// for its "listening on" line.
+    pub fn start_with(edit: impl Fn(String) -> String) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let config = agent_config(dir.path(), edit);
+        let mut child = Command::new(BIN)
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sonde");
+        let (tx, log) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[agent] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+                        let port = rest.split('/').next().unwrap().parse().unwrap();
+                        return Agent {
+                            child,
+                            port,
+                            log,
+                            _dir: dir,
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("agent did not start listening within 20 s");
+                }
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        http(&self.url(path), &[])
+    }
+
+    pub fn metrics(&self) -> String {
+        let r = self.get("/metrics");
+        assert_eq!(r.status, 200);
+        String::from_utf8(r.body).unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A GET (or other method) with extra headers, any status accepted.
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Response {
+    let mut req = ureq::request(method, url).timeout(Duration::from_secs(10));
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|k| {
+            let v = resp.header(&k).unwrap_or("").to_string();
+            (k, v)
+        })
+        .collect();
+    let mut body = Vec::new();
+    resp.into_reader().read_to_end(&mut body).unwrap();
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn http(url: &str, headers: &[(&str, &str)]) -> Response {
+    request("GET", url, headers)
+}
+
+/// Runs `promtool check metrics` on `text` and returns its complaints.
+pub fn promtool_check(text: &str) -> (bool, String) {
+    let mut child = Command::new(tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), msg)
+}
+
+/// The value of the first sample of `metric` whose labels contain `labels`
+/// (e.g. `state="user"`), from Prometheus text.
+pub fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let name = series.split('{').next()?;
+        (name == metric && labels.iter().all(|lab| series.contains(lab)))
+            .then(|| value.parse().ok())?
+    })
+}
+
+/// Every sample of `metric`: (label string, value).
+pub fn samples(text: &str, metric: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            (name == metric).then(|| {
+                (
+                    labels.trim_end_matches('}').to_string(),
+                    value.parse().unwrap(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// MemTotal from /proc/meminfo, in bytes.
+pub fn mem_total_bytes() -> f64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib * 1024.0
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
