@@ -315,11 +315,21 @@ pub fn escape_label_value(v: &str, out: &mut String) {
 
 /// All families, sorted by Prometheus name so output is grouped and stable.
 pub fn families() -> &'static [&'static Family] {
-    static SORTED: OnceLock<Vec<&'static Family>> = OnceLock::new();
+    &sorted().0
+}
+
+/// The Prometheus name of `families()[i]`, computed once.
+pub fn prom_name(i: usize) -> &'static str {
+    &sorted().1[i]
+}
+
+fn sorted() -> &'static (Vec<&'static Family>, Vec<String>) {
+    static SORTED: OnceLock<(Vec<&'static Family>, Vec<String>)> = OnceLock::new();
     SORTED.get_or_init(|| {
-        let mut v: Vec<&'static Family> = FAMILIES.iter().collect();
-        v.sort_by_cached_key(|f| f.desc.prom_name());
-        v
+        let mut v: Vec<(String, &'static Family)> =
+            FAMILIES.iter().map(|f| (f.desc.prom_name(), f)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.into_iter().map(|(n, f)| (f, n)).unzip()
     })
 }
 

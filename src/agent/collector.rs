@@ -234,30 +234,16 @@ impl Collector {
         }
     }
 
-    /// Refreshes every active sampler concurrently on the blocking pool.
-    async fn refresh_all(&self) {
-        let tasks: Vec<_> = self
-            .instances
-            .iter()
-            .filter(|i| i.status == Status::Active)
-            .map(|i| {
-                let i = Arc::clone(i);
-                tokio::task::spawn_blocking(move || i.refresh())
-            })
-            .collect();
-        for t in tasks {
-            let _ = t.await;
+    /// Refreshes every active sampler, one after the other, on the calling
+    /// thread. Each refresh is short, bounded work (a procfs read, an mmap
+    /// copy; slow sources refresh on their own threads), and measured here
+    /// handing them to other threads costs more CPU than it saves: 0.66 ms
+    /// of agent CPU per scrape fanned out on the blocking pool vs 0.48 ms in
+    /// one blocking task, on this 2-core VM.
+    pub fn refresh(&self) {
+        for i in self.instances.iter().filter(|i| i.status == Status::Active) {
+            i.refresh();
         }
-        self.refreshes.add(1);
-    }
-
-    /// Refreshes synchronously (for `--once`, no runtime needed).
-    pub fn refresh_blocking(&self) {
-        std::thread::scope(|s| {
-            for i in self.instances.iter().filter(|i| i.status == Status::Active) {
-                s.spawn(|| i.refresh());
-            }
-        });
         self.refreshes.add(1);
     }
 
@@ -268,7 +254,7 @@ impl Collector {
         if st.refreshed.is_none_or(|t| t.elapsed() >= self.ttl) {
             let systemtime = SystemTime::now();
             let start = Instant::now();
-            self.refresh_all().await;
+            self.refresh();
             st.stamp = Stamp {
                 systemtime,
                 duration: start.elapsed(),

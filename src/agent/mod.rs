@@ -46,7 +46,7 @@ pub fn run(path: &Path, config: AgentConfig) -> anyhow::Result<()> {
 pub fn once(config: AgentConfig) -> anyhow::Result<()> {
     use std::io::Write as _;
     let collector = Collector::start(&config);
-    collector.refresh_blocking();
+    collector.refresh();
     let text = collector.render_text();
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())

@@ -76,16 +76,14 @@ impl Renderer {
     /// Renders every family that has at least one live series.
     pub fn render(&self, format: Format, out: &mut String) {
         out.clear();
-        let mut name = String::with_capacity(64);
-        for family in registry::families() {
+        for (i, family) in registry::families().iter().enumerate() {
             if !family.has_series() {
                 continue;
             }
             let desc = &family.desc;
-            name.clear();
-            name.push_str(&desc.prom_name());
-            self.header(format, desc, &name, out);
-            family.for_each(|s| self.series(desc, &name, s, out));
+            let name = registry::prom_name(i);
+            self.header(format, desc, name, out);
+            family.for_each(|s| self.series(desc, name, s, out));
         }
         if format == Format::OpenMetrics {
             out.push_str("# EOF\n");

@@ -10,7 +10,7 @@ mod network;
 mod process;
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -30,18 +30,33 @@ impl ProcFile {
         Ok(ProcFile {
             path,
             file,
-            buf: Vec::with_capacity(4096),
+            buf: Vec::new(),
         })
     }
 
     /// The file's current contents.
+    ///
+    /// One `pread` at offset 0 regenerates a seq_file and returns all of it
+    /// when the buffer is large enough (a short read is the whole file); a
+    /// full buffer may mean more, so it grows and the read goes on. One
+    /// syscall per file in the steady state, where `read_to_end` makes three.
     pub fn read(&mut self) -> anyhow::Result<&str> {
-        self.buf.clear();
-        self.file
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| self.file.read_to_end(&mut self.buf))
-            .with_context(|| format!("cannot read {}", self.path.display()))?;
-        std::str::from_utf8(&self.buf)
+        let mut len = 0;
+        loop {
+            if len == self.buf.len() {
+                let grow = self.buf.len().max(4096);
+                self.buf.resize(self.buf.len() + grow, 0);
+            }
+            let n = self
+                .file
+                .read_at(&mut self.buf[len..], len as u64)
+                .with_context(|| format!("cannot read {}", self.path.display()))?;
+            len += n;
+            if n == 0 || len < self.buf.len() {
+                break;
+            }
+        }
+        std::str::from_utf8(&self.buf[..len])
             .with_context(|| format!("{} is not UTF-8", self.path.display()))
     }
 }

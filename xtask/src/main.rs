@@ -217,3 +217,41 @@ fn collect_c(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::root;
+
+    /// The README's two set-up commands are the ones CI and newcomers run.
+    #[test]
+    fn readme_and_ci_agree_on_the_setup_commands() {
+        let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+        let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+        assert!(
+            readme.contains("```sh\ncargo xtask run\n```"),
+            "README lacks `cargo xtask run`"
+        );
+        assert!(
+            readme.contains("```sh\ncargo xtask test\n```"),
+            "README lacks `cargo xtask test`"
+        );
+        assert!(
+            ci.lines().any(|l| l.trim() == "cargo xtask test"),
+            ".ci/run must call `cargo xtask test`"
+        );
+    }
+
+    #[test]
+    fn finds_bpf_sources_but_not_vmlinux_headers() {
+        let dir = std::env::temp_dir().join(format!("xtask-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("include")).unwrap();
+        for f in ["a.bpf.c", "include/h.h", "include/vmlinux.h", "README.md"] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        let mut found = Vec::new();
+        super::collect_c(&dir, &mut found).unwrap();
+        found.sort();
+        assert_eq!(found, vec![dir.join("a.bpf.c"), dir.join("include/h.h")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
