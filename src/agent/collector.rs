@@ -1,7 +1,6 @@
 //! Starts the samplers and turns scrapes into refreshes: one refresh per TTL
 //! however many scrapers arrive, rendered bodies cached per refresh.
 
-use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -182,6 +181,7 @@ struct State {
     text: String,
     bytes: Vec<u8>,
     gz: Vec<u8>,
+    gzip: Gzip,
 }
 
 pub struct Collector {
@@ -228,6 +228,7 @@ impl Collector {
                 text: String::new(),
                 bytes: Vec::new(),
                 gz: Vec::new(),
+                gzip: Gzip::default(),
             }),
             refreshes: REFRESHES.single(),
             _build_info: build_info,
@@ -288,7 +289,8 @@ impl State {
             Body::Prometheus(format, gzip) => {
                 self.renderer.render(format, &mut self.text);
                 if gzip {
-                    compress(self.text.as_bytes(), &mut self.gz)
+                    self.gzip.compress(self.text.as_bytes(), &mut self.gz);
+                    Bytes::copy_from_slice(&self.gz)
                 } else {
                     Bytes::copy_from_slice(self.text.as_bytes())
                 }
@@ -305,12 +307,62 @@ impl State {
     }
 }
 
-/// gzip at the fastest level: scrape bodies are small and CPU is the budget.
-fn compress(input: &[u8], scratch: &mut Vec<u8>) -> Bytes {
-    scratch.clear();
-    let mut enc =
-        flate2::write::GzEncoder::new(std::mem::take(scratch), flate2::Compression::fast());
-    let _ = enc.write_all(input);
-    *scratch = enc.finish().unwrap_or_default();
-    Bytes::copy_from_slice(scratch)
+/// A gzip writer that keeps its deflate state between scrapes: allocating
+/// that state (hundreds of KiB) per response cost more than compressing.
+pub struct Gzip {
+    deflate: flate2::Compress,
+}
+
+impl Default for Gzip {
+    fn default() -> Self {
+        // Raw deflate at the fastest level: bodies are small, CPU is the budget.
+        Gzip {
+            deflate: flate2::Compress::new(flate2::Compression::fast(), false),
+        }
+    }
+}
+
+impl Gzip {
+    /// `input` as a gzip member (RFC 1952) in `out` (cleared first).
+    pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        // magic, deflate, no flags, no mtime, no extra flags, OS unknown
+        out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+        self.deflate.reset();
+        out.reserve(input.len() / 2 + 64);
+        loop {
+            let consumed = self.deflate.total_in() as usize;
+            let status =
+                self.deflate
+                    .compress_vec(&input[consumed..], out, flate2::FlushCompress::Finish);
+            match status {
+                Ok(flate2::Status::StreamEnd) => break,
+                Ok(_) => out.reserve(out.capacity().max(4096)),
+                Err(_) => unreachable!("deflate of an in-memory buffer cannot fail"),
+            }
+        }
+        let mut crc = flate2::Crc::new();
+        crc.update(input);
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        out.extend_from_slice(&(input.len() as u32).to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    #[test]
+    fn gzip_round_trips_and_reuses_its_state() {
+        let mut gz = super::Gzip::default();
+        let mut out = Vec::new();
+        for input in [&b""[..], b"hello", &b"metric_total 1\n".repeat(5000)] {
+            gz.compress(input, &mut out);
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&out[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, input);
+        }
+    }
 }
