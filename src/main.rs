@@ -1,6 +1,7 @@
 //! Sonde: an eBPF-first Linux kernel telemetry agent.
 
 mod agent;
+mod bpf;
 mod config;
 mod exposition;
 mod histogram;

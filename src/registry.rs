@@ -96,9 +96,15 @@ pub struct Desc {
 
 impl Desc {
     /// The Prometheus family name: unit suffix, then `_total` for counters.
+    /// A time family named `…_time` becomes `…_seconds` (`softirq_time` →
+    /// `softirq_seconds_total`), as node_exporter names them.
     pub fn prom_name(&self) -> String {
-        let mut name = self.name.to_string();
         let suffix = self.unit.prom_suffix();
+        let base = match suffix {
+            "_seconds" => self.name.strip_suffix("_time").unwrap_or(self.name),
+            _ => self.name,
+        };
+        let mut name = base.to_string();
         if !name.ends_with(suffix) {
             name.push_str(suffix);
         }
@@ -402,6 +408,10 @@ mod tests {
         assert_eq!(
             d("x_latency", Kind::Histogram, Unit::Nanoseconds).prom_name(),
             "x_latency_seconds"
+        );
+        assert_eq!(
+            d("softirq_time", Kind::Counter, Unit::Nanoseconds).prom_name(),
+            "softirq_seconds_total"
         );
     }
 }

@@ -40,6 +40,7 @@ pub struct Instance {
     reason: Mutex<Option<String>>,
     sampler: Mutex<Option<Box<dyn Sampler>>>,
     programs: Vec<ProgramInfo>,
+    map_bytes: u64,
     up: Arc<Series>,
     refresh_ns: Arc<Series>,
     errors: Arc<Series>,
@@ -53,6 +54,8 @@ pub struct SamplerReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub programs: Vec<ProgramInfo>,
+    /// Kernel memory held by the sampler's BPF maps.
+    pub map_bytes: u64,
     pub refresh_ns: u64,
 }
 
@@ -83,12 +86,14 @@ impl Instance {
             }
         };
         let programs = sampler.as_ref().map(|s| s.programs()).unwrap_or_default();
+        let map_bytes = sampler.as_ref().map_or(0, |s| s.map_bytes());
         let inst = Instance {
             name,
             status,
             reason: Mutex::new(reason),
             sampler: Mutex::new(sampler),
             programs,
+            map_bytes,
             up: SAMPLER_UP.series(&[name]),
             refresh_ns: SAMPLER_REFRESH.series(&[name]),
             errors: SAMPLER_ERRORS.series(&[name]),
@@ -140,6 +145,7 @@ impl Instance {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             programs: self.programs.clone(),
+            map_bytes: self.map_bytes,
             refresh_ns: self.refresh_ns.gauge().max(0) as u64,
         }
     }

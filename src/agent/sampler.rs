@@ -21,6 +21,11 @@ pub trait Sampler: Send {
     fn programs(&self) -> Vec<ProgramInfo> {
         Vec::new()
     }
+
+    /// Kernel memory held by its BPF maps.
+    fn map_bytes(&self) -> u64 {
+        0
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

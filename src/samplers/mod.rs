@@ -8,6 +8,10 @@ mod load;
 mod memory;
 mod network;
 mod process;
+mod scheduler;
+mod softirq;
+mod syscall;
+mod tcp;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -30,7 +30,11 @@ commands:
                   ARGS are passed to sonde, e.g. `cargo xtask run -- --once`
   test            install missing build and test dependencies (apt, including
                   Debian's prometheus), check formatting and clippy, run all tests
-  fmt             format Rust (rustfmt) and BPF C (clang-format)";
+  fmt             format Rust (rustfmt) and BPF C (clang-format)
+  vmlinux [--btf FILE] [--arch ARCH]
+                  regenerate bpf/include/ARCH/vmlinux.h with bpftool from the
+                  kernel BTF in FILE (default /sys/kernel/btf/vmlinux, this
+                  machine's arch); ARCH is x86_64 or aarch64";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("fmt") => fmt(),
+        Some("vmlinux") => vmlinux(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -172,6 +177,14 @@ fn test(args: &[String]) -> Result<()> {
     ensure_packages(&packages)?;
     status(cargo().args(["fmt", "--all", "--", "--check"]))
         .context("formatting differs: run `cargo xtask fmt`")?;
+    let mut c = Vec::new();
+    collect_c(&root().join("bpf"), &mut c)?;
+    status(
+        Command::new("clang-format")
+            .args(["--dry-run", "-Werror"])
+            .args(&c),
+    )
+    .context("BPF C formatting differs: run `cargo xtask fmt`")?;
     status(cargo().args([
         "clippy",
         "--workspace",
@@ -183,6 +196,40 @@ fn test(args: &[String]) -> Result<()> {
     let mut t = cargo();
     t.args(["test", "--workspace"]).args(args);
     status(&mut t)
+}
+
+fn vmlinux(args: &[String]) -> Result<()> {
+    let mut btf = "/sys/kernel/btf/vmlinux".to_string();
+    let mut arch = std::env::consts::ARCH.to_string();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--btf" => btf = it.next().context("--btf needs a file")?.clone(),
+            "--arch" => arch = it.next().context("--arch needs x86_64 or aarch64")?.clone(),
+            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
+        }
+    }
+    if !["x86_64", "aarch64"].contains(&arch.as_str()) {
+        bail!("unsupported arch `{arch}`: x86_64 or aarch64");
+    }
+    ensure_packages(&["bpftool"])?;
+    let out = Command::new("bpftool")
+        .args(["btf", "dump", "file", &btf, "format", "c"])
+        .output()
+        .context("cannot run bpftool")?;
+    if !out.status.success() {
+        bail!("bpftool failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let dir = root().join("bpf/include").join(&arch);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("vmlinux.h");
+    std::fs::write(&path, &out.stdout)?;
+    eprintln!(
+        "xtask: wrote {} ({} bytes) from {btf}",
+        path.display(),
+        out.stdout.len()
+    );
+    Ok(())
 }
 
 fn fmt() -> Result<()> {

@@ -1,3 +1,4 @@
-//! Block I/O.
+//! Block I/O: per-device counters (procfs) and request latency (BPF).
 
 mod diskstats;
+mod requests;

@@ -1,3 +1,4 @@
-//! CPU: time by state per core.
+//! CPU: time by state per core (procfs), migrations and TLB flushes (BPF).
 
+mod events;
 mod usage;

@@ -1,3 +1,4 @@
-//! Network.
+//! Network: per-interface counters (procfs), traffic and drops (BPF).
 
 mod interface;
+mod traffic;

@@ -1,0 +1,71 @@
+/* Shared by every Sonde BPF program. The #defines here (and in each
+ * sampler's own header) are also Rust constants: build.rs turns every
+ * `#define NAME number` into `bpf::consts::<header>::NAME`. */
+#ifndef SONDE_H
+#define SONDE_H
+
+/* H2 histogram of the `histogram` crate: grouping power 3, max value
+ * power 64, 496 buckets. */
+#define HISTOGRAM_BUCKETS 496
+#define HISTOGRAM_GROUPING_POWER 3
+/* u64 counters per cache line: per-CPU banks are padded to this. */
+#define CACHELINE_U64S 8
+
+/* An mmap'able array of u64, read by user space without syscalls. Its
+ * size is set by the loader (possible CPUs x bank width) before load. */
+#define SONDE_ARRAY(name)                                                                          \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                                                  \
+		__uint(map_flags, BPF_F_MMAPABLE);                                                 \
+		__type(key, __u32);                                                                \
+		__type(value, __u64);                                                              \
+		__uint(max_entries, 1);                                                            \
+	} name SEC(".maps")
+
+/* Index of `v` in the H2 layout; equals the crate's `index` for every u64
+ * (tested from Rust). floor(log2) by binary search: BPF has no clz. */
+static __always_inline __u32 h2_index(__u64 v)
+{
+	__u64 x = v;
+	__u32 h = 0, s;
+
+	if (v < (1 << (HISTOGRAM_GROUPING_POWER + 1)))
+		return v;
+	if (x >> 32) {
+		h += 32;
+		x >>= 32;
+	}
+	if (x >> 16) {
+		h += 16;
+		x >>= 16;
+	}
+	if (x >> 8) {
+		h += 8;
+		x >>= 8;
+	}
+	if (x >> 4) {
+		h += 4;
+		x >>= 4;
+	}
+	if (x >> 2) {
+		h += 2;
+		x >>= 2;
+	}
+	if (x >> 1)
+		h += 1;
+	s = h - HISTOGRAM_GROUPING_POWER;
+	return (s << HISTOGRAM_GROUPING_POWER) + (__u32)(v >> s);
+}
+
+/* Adds `v` to slot `idx` of an mmap'able array (a per-CPU bank slot or a
+ * histogram bucket). The slot is only written from one CPU and the same
+ * program does not nest on a CPU, so a plain add is safe and cheapest. */
+static __always_inline void array_add(void *map, __u32 idx, __u64 v)
+{
+	__u64 *c = bpf_map_lookup_elem(map, &idx);
+
+	if (c)
+		*c += v;
+}
+
+#endif

@@ -1,0 +1,8 @@
+/* syscall sampler: shared with src/samplers/syscall/latency.rs */
+#define SYSCALL_OPS 16
+/* Size of the syscall number -> op table. */
+#define SYSCALL_MAX_NR 1024
+/* Per-CPU bank: latency sum per op, then discarded events. */
+#define SYSCALL_SLOT_SUM 0
+#define SYSCALL_SLOT_DISCARDED 16
+#define SYSCALL_BANK 24

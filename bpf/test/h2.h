@@ -1,0 +1,1 @@
+#define H2_TEST_VALUES 256

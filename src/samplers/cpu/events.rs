@@ -1,0 +1,99 @@
+//! `cpu_events`: task migrations between CPUs and TLB flushes by reason.
+//! (Per-CPU busy time stays with the procfs `cpu` sampler: splitting it by
+//! user/system in BPF needs kprobes, which our kernels do not offer.)
+
+use std::sync::Arc;
+
+use linkme::distributed_slice;
+
+use crate::agent::sampler::{
+    options, InitResult, ProgramInfo, Sampler, SamplerContext, SamplerSpec, SAMPLERS,
+};
+use crate::bpf::consts::cpu::*;
+use crate::bpf::{self, Banks, Bpf, BpfOptions, Sizing};
+use crate::registry::Series;
+
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/cpu_cpu.skel.rs"));
+}
+use skel::{CpuSkel, CpuSkelBuilder};
+
+crate::family!(MIGRATIONS: Counter "cpu_migrations", Count, [], "cpu_events", "sched:sched_migrate_task",
+    "Tasks moved from one CPU to another.");
+crate::family!(TLB_FLUSHES: Counter "cpu_tlb_flushes", Count, ["reason"], "cpu_events", "tlb:tlb_flush",
+    "TLB flushes by reason (x86 only).");
+
+#[distributed_slice(SAMPLERS)]
+static SPEC: SamplerSpec = SamplerSpec {
+    name: "cpu_events",
+    validate: options::<BpfOptions>,
+    init,
+};
+
+struct CpuEvents {
+    bpf: Bpf<CpuSkel<'static>>,
+    banks: Banks,
+    migrations: Arc<Series>,
+    /// (bank slot, series) for each reason this kernel names, and other.
+    tlb: Vec<(usize, Arc<Series>)>,
+}
+
+/// One series per `enum tlb_flush_reason` value of this kernel (read from
+/// its BTF, e.g. `remote_shootdown`), plus `other` for the last slot.
+fn tlb_series() -> Vec<(usize, Arc<Series>)> {
+    let mut names = bpf::enum_names("tlb_flush_reason", "TLB_", CPU_TLB_REASONS);
+    names[CPU_TLB_REASONS - 1] = Some("other".into());
+    names
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, n)| Some((CPU_SLOT_TLB + i, TLB_FLUSHES.series(&[&n?]))))
+        .collect()
+}
+
+fn init(ctx: &SamplerContext<'_>) -> InitResult {
+    let bpf = bpf::load(
+        "cpu_events",
+        CpuSkelBuilder::default,
+        &ctx.options()?,
+        &[Sizing {
+            map: "cpu_counters",
+            per_cpu: CPU_BANK,
+        }],
+        |_| Ok(()),
+    )?;
+    let tlb_attached = bpf
+        .programs
+        .iter()
+        .any(|p| p.name == "tlb_flush" && p.attached);
+    Ok(Some(Box::new(CpuEvents {
+        banks: bpf.banks("cpu_counters", CPU_BANK)?,
+        bpf,
+        migrations: MIGRATIONS.single(),
+        // No TLB series where the tracepoint is missing (not x86).
+        tlb: if tlb_attached {
+            tlb_series()
+        } else {
+            Vec::new()
+        },
+    })))
+}
+
+impl Sampler for CpuEvents {
+    fn refresh(&mut self) -> anyhow::Result<()> {
+        self.migrations
+            .set_counter(self.banks.sum(CPU_SLOT_MIGRATIONS));
+        for (slot, s) in &self.tlb {
+            s.set_counter(self.banks.sum(*slot));
+        }
+        self.bpf.refresh_stats();
+        Ok(())
+    }
+
+    fn programs(&self) -> Vec<ProgramInfo> {
+        self.bpf.programs.clone()
+    }
+
+    fn map_bytes(&self) -> u64 {
+        self.bpf.map_bytes
+    }
+}

@@ -1,0 +1,3 @@
+//! Scheduler.
+
+mod runqueue;

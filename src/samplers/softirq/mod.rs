@@ -1,0 +1,3 @@
+//! Softirqs.
+
+mod kinds;

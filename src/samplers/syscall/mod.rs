@@ -1,0 +1,3 @@
+//! Syscalls.
+
+mod latency;

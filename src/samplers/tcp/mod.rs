@@ -1,0 +1,3 @@
+//! TCP.
+
+mod connections;
