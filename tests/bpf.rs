@@ -107,6 +107,39 @@ fn syscalls_counted_and_timed() {
     assert!(d("syscall_latency_seconds_sum") > 0.0);
 }
 
+/// `latency = false`: counts only, from one program, no latency family.
+#[test]
+fn syscall_counts_only_mode() {
+    if !root_or_skip() {
+        return;
+    }
+    let agent = Agent::start_with(|t| t.replace("latency = true", "latency = false"));
+    let list: Vec<serde_json::Value> =
+        serde_json::from_slice(&agent.get("/samplers").body).unwrap();
+    let syscall = list.iter().find(|s| s["name"] == "syscall").unwrap();
+    let programs: Vec<&str> = syscall["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(programs, ["sys_enter_count"], "{syscall}");
+    let before = scrape(&agent);
+    const N: u64 = 200_000;
+    for _ in 0..N {
+        // SAFETY: getppid cannot fail.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    let after = scrape(&agent);
+    let d = total(&after, "syscalls_total", &["op=\"query\""])
+        - total(&before, "syscalls_total", &["op=\"query\""]);
+    assert!(d >= N as f64, "counts-only syscalls_total moved {d}");
+    assert!(
+        !after.contains("syscall_latency_seconds"),
+        "no latency family in counts-only mode"
+    );
+}
+
 /// Two processes pinned to one CPU bounce a byte through two pipes, so
 /// every round blocks each side once: two voluntary switches per round.
 #[test]

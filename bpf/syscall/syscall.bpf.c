@@ -69,6 +69,29 @@ static __always_inline void on_exit(void)
 	array_add(&syscall_counters, cpu * SYSCALL_BANK + SYSCALL_SLOT_SUM + op, now - start);
 }
 
+/* Counts-only mode (latency = false): one program, no clock, no task state. */
+static __always_inline void on_enter_count(long id)
+{
+	__u32 nr = id, *op = bpf_map_lookup_elem(&syscall_ops, &nr);
+
+	array_add(&syscall_counters,
+		  bpf_get_smp_processor_id() * SYSCALL_BANK + SYSCALL_SLOT_COUNT + (op ? *op : 0), 1);
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter_count_btf, struct pt_regs *regs, long id)
+{
+	on_enter_count(id);
+	return 0;
+}
+
+SEC("raw_tp/sys_enter")
+int BPF_PROG(sys_enter_count_raw, struct pt_regs *regs, long id)
+{
+	on_enter_count(id);
+	return 0;
+}
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id)
 {

@@ -127,13 +127,16 @@ fn init_libbpf_logging() {
 /// Opens, sizes, loads and attaches a skeleton for `sampler`.
 ///
 /// `builder` makes a fresh skeleton builder (called again for the `raw_tp`
-/// retry); `after_load` runs before attaching, to fill lookup tables the
-/// programs read. Fails only when nothing could be loaded; a program that
-/// will not attach is reported in `programs` and the rest keep working.
+/// retry); `unused` names hooks the sampler's own options leave out (not
+/// loaded, not reported); `after_load` runs before attaching, to fill
+/// lookup tables the programs read. Fails only when nothing could be
+/// loaded; a program that will not attach is reported in `programs` and the
+/// rest keep working.
 pub fn load<B, S>(
     sampler: &'static str,
     builder: impl Fn() -> B,
     options: &BpfOptions,
+    unused: &[&str],
     sizing: &[Sizing],
     after_load: impl Fn(&Object) -> anyhow::Result<()>,
 ) -> anyhow::Result<Bpf<S>>
@@ -158,14 +161,14 @@ where
         let mut open = builder()
             .open(storage)
             .context("cannot open the BPF object")?;
-        configure(open.open_object_mut(), mode, options, sizing, cpus)?;
+        configure(open.open_object_mut(), mode, options, unused, sizing, cpus)?;
         match open.load() {
             Ok(skel) => {
                 if let Err(e) = after_load(skel.object()) {
                     errors.push(format!("{mode:?}: {e:#}"));
                     continue;
                 }
-                return Ok(attach(sampler, skel, options, cpus));
+                return Ok(attach(sampler, skel, options, unused, cpus));
             }
             Err(e) => {
                 tracing::debug!(sampler, ?mode, error = %e, "BPF load failed");
@@ -188,13 +191,16 @@ fn configure(
     obj: &mut OpenObject,
     mode: HookMode,
     options: &BpfOptions,
+    unused: &[&str],
     sizing: &[Sizing],
     cpus: usize,
 ) -> anyhow::Result<()> {
     for mut prog in obj.progs_mut() {
         let name = prog.name().to_string_lossy().into_owned();
         let (base, v) = variant(&name);
-        let wanted = v.is_none_or(|v| v == mode) && !options.disable.iter().any(|d| d == base);
+        let wanted = v.is_none_or(|v| v == mode)
+            && !options.disable.iter().any(|d| d == base)
+            && !unused.contains(&base);
         prog.set_autoload(wanted);
     }
     for mut map in obj.maps_mut() {
@@ -212,6 +218,7 @@ fn attach<S: Skel<'static>>(
     sampler: &'static str,
     skel: S,
     options: &BpfOptions,
+    unused: &[&str],
     cpus: usize,
 ) -> Bpf<S> {
     let stats_enabled = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
@@ -224,7 +231,7 @@ fn attach<S: Skel<'static>>(
         let name = prog.name().to_string_lossy().into_owned();
         let (base, v) = variant(&name);
         let section = prog.section().to_string_lossy().into_owned();
-        if v.is_none() && section == "syscall" {
+        if (v.is_none() && section == "syscall") || unused.contains(&base) {
             continue; // test-only programs are run, not attached
         }
         // Report each hook once: the twin that loaded, or the disabled one.

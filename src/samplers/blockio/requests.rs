@@ -61,6 +61,7 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         "blockio",
         BlockioSkelBuilder::default,
         &ctx.options()?,
+        &[],
         &[
             Sizing {
                 map: "blockio_counters",

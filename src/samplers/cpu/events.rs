@@ -55,6 +55,7 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         "cpu_events",
         CpuSkelBuilder::default,
         &ctx.options()?,
+        &[],
         &[Sizing {
             map: "cpu_counters",
             per_cpu: CPU_BANK,

@@ -66,6 +66,7 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         "network",
         NetworkSkelBuilder::default,
         &ctx.options()?,
+        &[],
         &[
             Sizing {
                 map: "net_counters",

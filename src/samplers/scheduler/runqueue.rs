@@ -57,6 +57,7 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         "scheduler",
         SchedulerSkelBuilder::default,
         &ctx.options()?,
+        &[],
         &[
             Sizing {
                 map: "sched_counters",

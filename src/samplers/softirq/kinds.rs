@@ -46,6 +46,7 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         "softirq",
         SoftirqSkelBuilder::default,
         &ctx.options()?,
+        &[],
         &[Sizing {
             map: "softirq_counters",
             per_cpu: SOFTIRQ_BANK,

@@ -366,10 +366,30 @@ fn classes() -> Vec<(&'static str, Vec<libc::c_long>)> {
     c
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Options {
+    hook: bpf::HookMode,
+    disable: Vec<String>,
+    /// Measure each syscall's latency (two programs and two clock reads per
+    /// syscall); `false` counts syscalls only, with one program and no clock.
+    latency: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            hook: bpf::HookMode::Auto,
+            disable: Vec::new(),
+            latency: true,
+        }
+    }
+}
+
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
     name: "syscall",
-    validate: options::<BpfOptions>,
+    validate: options::<Options>,
     init,
 };
 
@@ -379,6 +399,7 @@ struct Syscall {
     histograms: Histograms,
     buckets: Vec<u64>,
     count: Vec<Arc<Series>>,
+    /// Empty in counts-only mode.
     latency: Vec<Arc<Series>>,
     discarded: Arc<Series>,
 }
@@ -406,11 +427,20 @@ fn write_table(obj: &libbpf_rs::Object) -> anyhow::Result<()> {
 }
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
-    let options: BpfOptions = ctx.options()?;
+    let options: Options = ctx.options()?;
+    let unused: &[&str] = if options.latency {
+        &["sys_enter_count"]
+    } else {
+        &["sys_enter", "sys_exit"]
+    };
     let bpf = bpf::load(
         "syscall",
         SyscallSkelBuilder::default,
-        &options,
+        &BpfOptions {
+            hook: options.hook,
+            disable: options.disable,
+        },
+        unused,
         &[
             Sizing {
                 map: "syscall_counters",
@@ -429,7 +459,11 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         bpf,
         buckets: Vec::new(),
         count: OPS.iter().map(|op| COUNT.series(&[op])).collect(),
-        latency: OPS.iter().map(|op| LATENCY.series(&[op])).collect(),
+        latency: if options.latency {
+            OPS.iter().map(|op| LATENCY.series(&[op])).collect()
+        } else {
+            Vec::new()
+        },
         discarded: bpf::discarded("syscall"),
     };
     Ok(Some(Box::new(s)))
@@ -438,10 +472,14 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
 impl Sampler for Syscall {
     fn refresh(&mut self) -> anyhow::Result<()> {
         for op in 0..SYSCALL_OPS {
-            let sum = self.banks.sum(SYSCALL_SLOT_SUM + op);
-            let n = self
-                .histograms
-                .store(op, &self.latency[op], sum, &mut self.buckets);
+            let n = match self.latency.get(op) {
+                Some(latency) => {
+                    let sum = self.banks.sum(SYSCALL_SLOT_SUM + op);
+                    self.histograms.store(op, latency, sum, &mut self.buckets)
+                }
+                // Counts-only mode.
+                None => self.banks.sum(SYSCALL_SLOT_COUNT + op),
+            };
             self.count[op].set_counter(n);
         }
         self.discarded

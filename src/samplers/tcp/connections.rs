@@ -63,6 +63,7 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         "tcp",
         TcpSkelBuilder::default,
         &ctx.options()?,
+        &[],
         &[
             Sizing {
                 map: "tcp_counters",
