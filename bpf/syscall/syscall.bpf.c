@@ -75,7 +75,8 @@ static __always_inline void on_enter_count(long id)
 	__u32 nr = id, *op = bpf_map_lookup_elem(&syscall_ops, &nr);
 
 	array_add(&syscall_counters,
-		  bpf_get_smp_processor_id() * SYSCALL_BANK + SYSCALL_SLOT_COUNT + (op ? *op : 0), 1);
+		  bpf_get_smp_processor_id() * SYSCALL_BANK + SYSCALL_SLOT_COUNT + (op ? *op : 0),
+		  1);
 }
 
 SEC("tp_btf/sys_enter")
