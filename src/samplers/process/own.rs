@@ -87,13 +87,10 @@ fn init(_: &SamplerContext<'_>) -> InitResult {
 /// its size: one syscall, where listing the directory walks every fd (the
 /// agent holds ~100 BPF fds). Older kernels report 0; then list.
 fn open_fds() -> anyhow::Result<u64> {
+    // SAFETY: a zeroed stat is a valid out-buffer; the path is a C string.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid C string and a valid out-pointer.
-    let size = unsafe { libc::stat(c"/proc/self/fd".as_ptr(), &mut st) == 0 }
-        .then_some(st.st_size as u64)
-        .unwrap_or(0);
-    if size > 0 {
-        return Ok(size);
+    if unsafe { libc::stat(c"/proc/self/fd".as_ptr(), &mut st) } == 0 && st.st_size > 0 {
+        return Ok(st.st_size as u64);
     }
     Ok(std::fs::read_dir("/proc/self/fd")?.count() as u64)
 }
