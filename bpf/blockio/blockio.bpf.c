@@ -74,32 +74,9 @@ static __always_inline void on_complete(struct request *rq, int error, unsigned 
 	bpf_map_delete_elem(&blockio_start, &key);
 }
 
-SEC("tp_btf/block_rq_issue")
-int BPF_PROG(block_rq_issue_btf, struct request *rq)
-{
-	on_issue(rq);
-	return 0;
-}
+SONDE_HOOK(block_rq_issue, block_rq_issue, on_issue(rq), struct request *rq)
 
-SEC("raw_tp/block_rq_issue")
-int BPF_PROG(block_rq_issue_raw, struct request *rq)
-{
-	on_issue(rq);
-	return 0;
-}
-
-SEC("tp_btf/block_rq_complete")
-int BPF_PROG(block_rq_complete_btf, struct request *rq, blk_status_t error, unsigned int nr_bytes)
-{
-	on_complete(rq, error, nr_bytes);
-	return 0;
-}
-
-SEC("raw_tp/block_rq_complete")
-int BPF_PROG(block_rq_complete_raw, struct request *rq, blk_status_t error, unsigned int nr_bytes)
-{
-	on_complete(rq, error, nr_bytes);
-	return 0;
-}
+SONDE_HOOK(block_rq_complete, block_rq_complete, on_complete(rq, error, nr_bytes),
+	   struct request *rq, blk_status_t error, unsigned int nr_bytes)
 
 char LICENSE[] SEC("license") = "GPL";

@@ -22,32 +22,9 @@ static __always_inline void on_tlb_flush(int reason)
 	array_add(&cpu_counters, bpf_get_smp_processor_id() * CPU_BANK + CPU_SLOT_TLB + r, 1);
 }
 
-SEC("tp_btf/sched_migrate_task")
-int BPF_PROG(sched_migrate_task_btf, struct task_struct *p, int dest_cpu)
-{
-	on_migrate();
-	return 0;
-}
+SONDE_HOOK(sched_migrate_task, sched_migrate_task, on_migrate(), struct task_struct *p,
+	   int dest_cpu)
 
-SEC("raw_tp/sched_migrate_task")
-int BPF_PROG(sched_migrate_task_raw, struct task_struct *p, int dest_cpu)
-{
-	on_migrate();
-	return 0;
-}
-
-SEC("tp_btf/tlb_flush")
-int BPF_PROG(tlb_flush_btf, int reason, unsigned long pages)
-{
-	on_tlb_flush(reason);
-	return 0;
-}
-
-SEC("raw_tp/tlb_flush")
-int BPF_PROG(tlb_flush_raw, int reason, unsigned long pages)
-{
-	on_tlb_flush(reason);
-	return 0;
-}
+SONDE_HOOK(tlb_flush, tlb_flush, on_tlb_flush(reason), int reason, unsigned long pages)
 
 char LICENSE[] SEC("license") = "GPL";

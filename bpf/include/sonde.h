@@ -57,6 +57,24 @@ static __always_inline __u32 h2_index(__u64 v)
 	return (s << HISTOGRAM_GROUPING_POWER) + (__u32)(v >> s);
 }
 
+/* Defines program `<name>_btf` on tp_btf/<tp> and its twin `<name>_raw` on
+ * raw_tp/<tp>, both running `body` with the tracepoint's arguments. The
+ * loader picks one twin by probing; keeping both in one line keeps them the
+ * same. */
+#define SONDE_HOOK(name, tp, body, ...)                                                            \
+	SEC("tp_btf/" #tp)                                                                         \
+	int BPF_PROG(name##_btf, ##__VA_ARGS__)                                                    \
+	{                                                                                          \
+		body;                                                                              \
+		return 0;                                                                          \
+	}                                                                                          \
+	SEC("raw_tp/" #tp)                                                                         \
+	int BPF_PROG(name##_raw, ##__VA_ARGS__)                                                    \
+	{                                                                                          \
+		body;                                                                              \
+		return 0;                                                                          \
+	}
+
 /* Adds `v` to slot `idx` of an mmap'able array (a per-CPU bank slot or a
  * histogram bucket). The slot is only written from one CPU and the same
  * program does not nest on a CPU, so a plain add is safe and cheapest. */

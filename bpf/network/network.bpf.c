@@ -31,60 +31,16 @@ static __always_inline void on_drop(__u32 reason)
 	array_add(&net_drops, bpf_get_smp_processor_id() * NET_DROP_REASONS + reason, 1);
 }
 
-SEC("tp_btf/netif_receive_skb")
-int BPF_PROG(netif_receive_skb_btf, struct sk_buff *skb)
-{
-	on_packet(skb, RX);
-	return 0;
-}
+SONDE_HOOK(netif_receive_skb, netif_receive_skb, on_packet(skb, RX), struct sk_buff *skb)
 
-SEC("raw_tp/netif_receive_skb")
-int BPF_PROG(netif_receive_skb_raw, struct sk_buff *skb)
-{
-	on_packet(skb, RX);
-	return 0;
-}
+SONDE_HOOK(net_dev_start_xmit, net_dev_start_xmit, on_packet(skb, TX), const struct sk_buff *skb,
+	   const struct net_device *dev)
 
-SEC("tp_btf/net_dev_start_xmit")
-int BPF_PROG(net_dev_start_xmit_btf, const struct sk_buff *skb, const struct net_device *dev)
-{
-	on_packet(skb, TX);
-	return 0;
-}
+SONDE_HOOK(kfree_skb, kfree_skb, on_drop(reason), struct sk_buff *skb, void *location,
+	   enum skb_drop_reason reason)
 
-SEC("raw_tp/net_dev_start_xmit")
-int BPF_PROG(net_dev_start_xmit_raw, const struct sk_buff *skb, const struct net_device *dev)
-{
-	on_packet(skb, TX);
-	return 0;
-}
-
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(kfree_skb_btf, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
-{
-	on_drop(reason);
-	return 0;
-}
-
-SEC("raw_tp/kfree_skb")
-int BPF_PROG(kfree_skb_raw, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
-{
-	on_drop(reason);
-	return 0;
-}
-
-SEC("tp_btf/net_dev_xmit_timeout")
-int BPF_PROG(net_dev_xmit_timeout_btf, struct net_device *dev, int queue)
-{
-	array_add(&net_counters, bpf_get_smp_processor_id() * NET_BANK + NET_SLOT_TIMEOUTS, 1);
-	return 0;
-}
-
-SEC("raw_tp/net_dev_xmit_timeout")
-int BPF_PROG(net_dev_xmit_timeout_raw, struct net_device *dev, int queue)
-{
-	array_add(&net_counters, bpf_get_smp_processor_id() * NET_BANK + NET_SLOT_TIMEOUTS, 1);
-	return 0;
-}
+SONDE_HOOK(net_dev_xmit_timeout, net_dev_xmit_timeout,
+	   array_add(&net_counters, bpf_get_smp_processor_id() * NET_BANK + NET_SLOT_TIMEOUTS, 1),
+	   struct net_device *dev, int queue)
 
 char LICENSE[] SEC("license") = "GPL";

@@ -35,32 +35,8 @@ static __always_inline void on_exit(unsigned int vec)
 	*start = 0;
 }
 
-SEC("tp_btf/softirq_entry")
-int BPF_PROG(softirq_entry_btf, unsigned int vec)
-{
-	on_entry(vec);
-	return 0;
-}
+SONDE_HOOK(softirq_entry, softirq_entry, on_entry(vec), unsigned int vec)
 
-SEC("raw_tp/softirq_entry")
-int BPF_PROG(softirq_entry_raw, unsigned int vec)
-{
-	on_entry(vec);
-	return 0;
-}
-
-SEC("tp_btf/softirq_exit")
-int BPF_PROG(softirq_exit_btf, unsigned int vec)
-{
-	on_exit(vec);
-	return 0;
-}
-
-SEC("raw_tp/softirq_exit")
-int BPF_PROG(softirq_exit_raw, unsigned int vec)
-{
-	on_exit(vec);
-	return 0;
-}
+SONDE_HOOK(softirq_exit, softirq_exit, on_exit(vec), unsigned int vec)
 
 char LICENSE[] SEC("license") = "GPL";

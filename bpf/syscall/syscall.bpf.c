@@ -79,46 +79,10 @@ static __always_inline void on_enter_count(long id)
 		  1);
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(sys_enter_count_btf, struct pt_regs *regs, long id)
-{
-	on_enter_count(id);
-	return 0;
-}
+SONDE_HOOK(sys_enter_count, sys_enter, on_enter_count(id), struct pt_regs *regs, long id)
 
-SEC("raw_tp/sys_enter")
-int BPF_PROG(sys_enter_count_raw, struct pt_regs *regs, long id)
-{
-	on_enter_count(id);
-	return 0;
-}
+SONDE_HOOK(sys_enter, sys_enter, on_enter(id), struct pt_regs *regs, long id)
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id)
-{
-	on_enter(id);
-	return 0;
-}
-
-SEC("raw_tp/sys_enter")
-int BPF_PROG(sys_enter_raw, struct pt_regs *regs, long id)
-{
-	on_enter(id);
-	return 0;
-}
-
-SEC("tp_btf/sys_exit")
-int BPF_PROG(sys_exit_btf, struct pt_regs *regs, long ret)
-{
-	on_exit();
-	return 0;
-}
-
-SEC("raw_tp/sys_exit")
-int BPF_PROG(sys_exit_raw, struct pt_regs *regs, long ret)
-{
-	on_exit();
-	return 0;
-}
+SONDE_HOOK(sys_exit, sys_exit, on_exit(), struct pt_regs *regs, long ret)
 
 char LICENSE[] SEC("license") = "GPL";

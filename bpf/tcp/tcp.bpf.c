@@ -114,130 +114,28 @@ static __always_inline void on_transmit(const struct sk_buff *skb)
 		count(TCP_SLOT_PACKETS + TX, 1);
 }
 
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tcp_retransmit_skb_btf, const struct sock *sk, const struct sk_buff *skb)
-{
-	count(TCP_SLOT_RETRANSMITS, 1);
-	return 0;
-}
+SONDE_HOOK(tcp_retransmit_skb, tcp_retransmit_skb, count(TCP_SLOT_RETRANSMITS, 1),
+	   const struct sock *sk, const struct sk_buff *skb)
 
-SEC("raw_tp/tcp_retransmit_skb")
-int BPF_PROG(tcp_retransmit_skb_raw, const struct sock *sk, const struct sk_buff *skb)
-{
-	count(TCP_SLOT_RETRANSMITS, 1);
-	return 0;
-}
+SONDE_HOOK(inet_sock_set_state, inet_sock_set_state, on_state(sk, old, new), const struct sock *sk,
+	   const int old, const int new)
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(inet_sock_set_state_btf, const struct sock *sk, const int old, const int new)
-{
-	on_state(sk, old, new);
-	return 0;
-}
+SONDE_HOOK(tcp_probe, tcp_probe, on_probe(sk), struct sock *sk, const struct sk_buff *skb)
 
-SEC("raw_tp/inet_sock_set_state")
-int BPF_PROG(inet_sock_set_state_raw, const struct sock *sk, const int old, const int new)
-{
-	on_state(sk, old, new);
-	return 0;
-}
+SONDE_HOOK(sock_recv_length, sock_recv_length, on_length(sk, ret, RX), struct sock *sk, int ret,
+	   int flags)
 
-SEC("tp_btf/tcp_probe")
-int BPF_PROG(tcp_probe_btf, struct sock *sk, const struct sk_buff *skb)
-{
-	on_probe(sk);
-	return 0;
-}
+SONDE_HOOK(sock_send_length, sock_send_length, on_length(sk, ret, TX), struct sock *sk, int ret,
+	   int flags)
 
-SEC("raw_tp/tcp_probe")
-int BPF_PROG(tcp_probe_raw, struct sock *sk, const struct sk_buff *skb)
-{
-	on_probe(sk);
-	return 0;
-}
+SONDE_HOOK(tcp_receive_reset, tcp_receive_reset, count(TCP_SLOT_RESETS + RX, 1), struct sock *sk)
 
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(sock_recv_length_btf, struct sock *sk, int ret, int flags)
-{
-	on_length(sk, ret, RX);
-	return 0;
-}
+SONDE_HOOK(tcp_send_reset, tcp_send_reset, count(TCP_SLOT_RESETS + TX, 1), const struct sock *sk,
+	   const struct sk_buff *skb)
 
-SEC("raw_tp/sock_recv_length")
-int BPF_PROG(sock_recv_length_raw, struct sock *sk, int ret, int flags)
-{
-	on_length(sk, ret, RX);
-	return 0;
-}
+SONDE_HOOK(tcp_netif_receive_skb, netif_receive_skb, on_receive(skb), struct sk_buff *skb)
 
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(sock_send_length_btf, struct sock *sk, int ret, int flags)
-{
-	on_length(sk, ret, TX);
-	return 0;
-}
-
-SEC("raw_tp/sock_send_length")
-int BPF_PROG(sock_send_length_raw, struct sock *sk, int ret, int flags)
-{
-	on_length(sk, ret, TX);
-	return 0;
-}
-
-SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(tcp_receive_reset_btf, struct sock *sk)
-{
-	count(TCP_SLOT_RESETS + RX, 1);
-	return 0;
-}
-
-SEC("raw_tp/tcp_receive_reset")
-int BPF_PROG(tcp_receive_reset_raw, struct sock *sk)
-{
-	count(TCP_SLOT_RESETS + RX, 1);
-	return 0;
-}
-
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(tcp_send_reset_btf, const struct sock *sk, const struct sk_buff *skb)
-{
-	count(TCP_SLOT_RESETS + TX, 1);
-	return 0;
-}
-
-SEC("raw_tp/tcp_send_reset")
-int BPF_PROG(tcp_send_reset_raw, const struct sock *sk, const struct sk_buff *skb)
-{
-	count(TCP_SLOT_RESETS + TX, 1);
-	return 0;
-}
-
-SEC("tp_btf/netif_receive_skb")
-int BPF_PROG(tcp_netif_receive_skb_btf, struct sk_buff *skb)
-{
-	on_receive(skb);
-	return 0;
-}
-
-SEC("raw_tp/netif_receive_skb")
-int BPF_PROG(tcp_netif_receive_skb_raw, struct sk_buff *skb)
-{
-	on_receive(skb);
-	return 0;
-}
-
-SEC("tp_btf/net_dev_start_xmit")
-int BPF_PROG(tcp_net_dev_start_xmit_btf, const struct sk_buff *skb, const struct net_device *dev)
-{
-	on_transmit(skb);
-	return 0;
-}
-
-SEC("raw_tp/net_dev_start_xmit")
-int BPF_PROG(tcp_net_dev_start_xmit_raw, const struct sk_buff *skb, const struct net_device *dev)
-{
-	on_transmit(skb);
-	return 0;
-}
+SONDE_HOOK(tcp_net_dev_start_xmit, net_dev_start_xmit, on_transmit(skb), const struct sk_buff *skb,
+	   const struct net_device *dev)
 
 char LICENSE[] SEC("license") = "GPL";

@@ -85,8 +85,9 @@ impl Instance {
                 Err(_) => (Status::Failed, Some("panicked while starting".into()), None),
             }
         };
-        let programs = sampler.as_ref().map(|s| s.programs()).unwrap_or_default();
-        let map_bytes = sampler.as_ref().map_or(0, |s| s.map_bytes());
+        let bpf = sampler.as_ref().and_then(|s| s.bpf());
+        let programs = bpf.map(|b| b.programs.clone()).unwrap_or_default();
+        let map_bytes = bpf.map_or(0, |b| b.map_bytes);
         let inst = Instance {
             name,
             status,
@@ -108,7 +109,13 @@ impl Instance {
             return;
         };
         let start = Instant::now();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sampler.refresh()));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let r = sampler.refresh();
+            if let Some(b) = sampler.bpf() {
+                b.refresh_stats();
+            }
+            r
+        }));
         self.refresh_ns.set_gauge(start.elapsed().as_nanos() as i64);
         let error = match result {
             Ok(Ok(())) => None,

@@ -17,14 +17,10 @@ pub trait Sampler: Send {
     /// it runs on the scrape path (slow sources refresh on their own thread).
     fn refresh(&mut self) -> anyhow::Result<()>;
 
-    /// BPF programs this sampler loaded (none for procfs samplers).
-    fn programs(&self) -> Vec<ProgramInfo> {
-        Vec::new()
-    }
-
-    /// Kernel memory held by its BPF maps.
-    fn map_bytes(&self) -> u64 {
-        0
+    /// The BPF programs and maps this sampler loaded (procfs samplers have
+    /// none); the agent reports them and refreshes their run statistics.
+    fn bpf(&self) -> Option<&crate::bpf::BpfInfo> {
+        None
     }
 }
 

@@ -71,13 +71,19 @@ pub struct Sizing {
     pub per_cpu: usize,
 }
 
-/// A loaded and attached skeleton, with what the agent reports about it.
+/// A loaded and attached skeleton.
 pub struct Bpf<S> {
     pub skel: S,
     _links: Vec<Link>,
+    pub info: BpfInfo,
+    pub cpus: usize,
+}
+
+/// What the agent reports about a sampler's BPF object (`/samplers`,
+/// `sonde_bpf_*`); a sampler hands it out through `Sampler::bpf`.
+pub struct BpfInfo {
     pub programs: Vec<ProgramInfo>,
     pub map_bytes: u64,
-    pub cpus: usize,
     stats: Vec<ProgramStats>,
     _health: Vec<Arc<Series>>,
 }
@@ -284,11 +290,13 @@ fn attach<S: Skel<'static>>(
     Bpf {
         skel,
         _links: links,
-        programs,
-        map_bytes,
+        info: BpfInfo {
+            programs,
+            map_bytes,
+            stats,
+            _health: health,
+        },
         cpus,
-        stats,
-        _health: health,
     }
 }
 
@@ -318,23 +326,6 @@ impl<S: Skel<'static>> Bpf<S> {
     pub fn histograms(&self, map: &str, count: usize) -> anyhow::Result<Histograms> {
         Histograms::new(self.object(), map, self.cpus, count)
     }
-
-    /// Updates run count and run time of each program, when the kernel
-    /// keeps them (`kernel.bpf_stats_enabled=1` at start).
-    pub fn refresh_stats(&self) {
-        for s in &self.stats {
-            let mut info: libbpf_rs::libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of_val(&info) as u32;
-            // SAFETY: `info` is a valid, zeroed bpf_prog_info of `len` bytes.
-            let ret = unsafe {
-                libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(s.fd, &mut info, &mut len)
-            };
-            if ret == 0 {
-                s.runs.set_counter(info.run_cnt);
-                s.run_time.set_counter(info.run_time_ns);
-            }
-        }
-    }
 }
 
 /// Names of the values `0..n` of kernel enum `name`, read from the running
@@ -357,6 +348,25 @@ pub fn enum_names(name: &str, prefix: &str, n: usize) -> Vec<Option<String>> {
         }
     }
     names
+}
+
+impl BpfInfo {
+    /// Updates run count and run time of each program, when the kernel
+    /// keeps them (`kernel.bpf_stats_enabled=1` at start).
+    pub fn refresh_stats(&self) {
+        for s in &self.stats {
+            let mut info: libbpf_rs::libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of_val(&info) as u32;
+            // SAFETY: `info` is a valid, zeroed bpf_prog_info of `len` bytes.
+            let ret = unsafe {
+                libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(s.fd, &mut info, &mut len)
+            };
+            if ret == 0 {
+                s.runs.set_counter(info.run_cnt);
+                s.run_time.set_counter(info.run_time_ns);
+            }
+        }
+    }
 }
 
 /// The `sonde_bpf_discarded_events{sampler}` series of a sampler.

@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use linkme::distributed_slice;
 
-use crate::agent::sampler::{
-    options, InitResult, ProgramInfo, Sampler, SamplerContext, SamplerSpec, SAMPLERS,
-};
+use crate::agent::sampler::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::cpu::*;
-use crate::bpf::{self, Banks, Bpf, BpfOptions, Sizing};
+use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Sizing};
 use crate::registry::Series;
 
 mod skel {
@@ -63,6 +61,7 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         |_| Ok(()),
     )?;
     let tlb_attached = bpf
+        .info
         .programs
         .iter()
         .any(|p| p.name == "tlb_flush" && p.attached);
@@ -86,15 +85,10 @@ impl Sampler for CpuEvents {
         for (slot, s) in &self.tlb {
             s.set_counter(self.banks.sum(*slot));
         }
-        self.bpf.refresh_stats();
         Ok(())
     }
 
-    fn programs(&self) -> Vec<ProgramInfo> {
-        self.bpf.programs.clone()
-    }
-
-    fn map_bytes(&self) -> u64 {
-        self.bpf.map_bytes
+    fn bpf(&self) -> Option<&BpfInfo> {
+        Some(&self.bpf.info)
     }
 }

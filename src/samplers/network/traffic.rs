@@ -5,11 +5,9 @@ use std::sync::Arc;
 
 use linkme::distributed_slice;
 
-use crate::agent::sampler::{
-    options, InitResult, ProgramInfo, Sampler, SamplerContext, SamplerSpec, SAMPLERS,
-};
+use crate::agent::sampler::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::network::*;
-use crate::bpf::{self, Banks, Bpf, BpfOptions, Sizing};
+use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Sizing};
 use crate::registry::Series;
 
 mod skel {
@@ -106,15 +104,10 @@ impl Sampler for Network {
                     .set_counter(n);
             }
         }
-        self.bpf.refresh_stats();
         Ok(())
     }
 
-    fn programs(&self) -> Vec<ProgramInfo> {
-        self.bpf.programs.clone()
-    }
-
-    fn map_bytes(&self) -> u64 {
-        self.bpf.map_bytes
+    fn bpf(&self) -> Option<&BpfInfo> {
+        Some(&self.bpf.info)
     }
 }

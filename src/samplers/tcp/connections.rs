@@ -5,12 +5,10 @@ use std::sync::Arc;
 
 use linkme::distributed_slice;
 
-use crate::agent::sampler::{
-    options, InitResult, ProgramInfo, Sampler, SamplerContext, SamplerSpec, SAMPLERS,
-};
+use crate::agent::sampler::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::sonde::HISTOGRAM_BUCKETS;
 use crate::bpf::consts::tcp::*;
-use crate::bpf::{self, Banks, Bpf, BpfOptions, Histograms, Sizing};
+use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, Sizing};
 use crate::registry::Series;
 
 mod skel {
@@ -113,15 +111,10 @@ impl Sampler for Tcp {
         }
         self.discarded
             .set_counter(self.banks.sum(TCP_SLOT_DISCARDED));
-        self.bpf.refresh_stats();
         Ok(())
     }
 
-    fn programs(&self) -> Vec<ProgramInfo> {
-        self.bpf.programs.clone()
-    }
-
-    fn map_bytes(&self) -> u64 {
-        self.bpf.map_bytes
+    fn bpf(&self) -> Option<&BpfInfo> {
+        Some(&self.bpf.info)
     }
 }
