@@ -1,15 +1,6 @@
-//! Sonde: an eBPF-first Linux kernel telemetry agent.
+//! Sonde: an eBPF-first Linux kernel telemetry agent (the command line).
 
-mod agent;
-mod bpf;
-mod config;
-mod exposition;
-mod histogram;
-mod registry;
-mod samplers;
-
-#[cfg(test)]
-mod catalog;
+use sonde::{agent, config};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,7 +1,7 @@
 //! Read-only mmap views of `BPF_F_MMAPABLE` arrays of u64: reading a
 //! counter is a memory load, not a syscall.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,6 +30,11 @@ impl MmapU64 {
             .maps()
             .find(|m| m.name() == name)
             .with_context(|| format!("BPF object has no map `{name}`"))?;
+        Self::map(&map, name)
+    }
+
+    /// Maps any mmap'able u64 array map (a skeleton's, or a standalone one).
+    pub fn map(map: &impl libbpf_rs::MapCore, name: &str) -> anyhow::Result<Self> {
         anyhow::ensure!(
             map.value_size() == 8,
             "map `{name}` does not hold u64 values"
@@ -119,7 +124,10 @@ pub struct Histograms {
 
 impl Histograms {
     pub fn new(obj: &Object, name: &str, cpus: usize, count: usize) -> anyhow::Result<Self> {
-        let mem = MmapU64::new(obj, name)?;
+        Self::from_mmap(MmapU64::new(obj, name)?, name, cpus, count)
+    }
+
+    pub fn from_mmap(mem: MmapU64, name: &str, cpus: usize, count: usize) -> anyhow::Result<Self> {
         anyhow::ensure!(
             mem.len >= cpus * count * HISTOGRAM_BUCKETS,
             "map `{name}` is smaller than {cpus} x {count} histograms"

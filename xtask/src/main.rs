@@ -4,6 +4,9 @@
 //!   cargo xtask test   install test dependencies, check formatting and lints,
 //!                      run the whole test suite
 //!   cargo xtask fmt    rustfmt and clang-format
+//!   cargo xtask bench  measure Sonde side by side with node_exporter
+
+mod bench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -31,6 +34,10 @@ commands:
   test            install missing build and test dependencies (apt, including
                   Debian's prometheus), check formatting and clippy, run all tests
   fmt             format Rust (rustfmt) and BPF C (clang-format)
+  bench [--quick] as root: scrape cost, memory and startup of the agent and of
+                  node_exporter side by side, per-event overhead (agent off vs
+                  on), micro-benchmarks; prints a markdown table and writes
+                  target/bench/report.md (~6 minutes; --quick ~1.5 minutes)
   vmlinux [--btf FILE] [--arch ARCH]
                   regenerate bpf/include/ARCH/vmlinux.h with bpftool from the
                   kernel BTF in FILE (default /sys/kernel/btf/vmlinux, this
@@ -42,6 +49,7 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("fmt") => fmt(),
+        Some("bench") => bench::bench(&args[1..]),
         Some("vmlinux") => vmlinux(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
@@ -86,12 +94,7 @@ fn status(cmd: &mut Command) -> Result<()> {
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc_geteuid() == 0 }
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+    unsafe { libc::geteuid() == 0 }
 }
 
 fn have(cmd: &str) -> bool {

@@ -1,0 +1,13 @@
+//! Sonde: an eBPF-first Linux kernel telemetry agent. The library holds
+//! everything; `main.rs` is the command line. Benchmarks use it too.
+
+pub mod agent;
+pub mod bpf;
+pub mod config;
+pub mod exposition;
+pub mod histogram;
+pub mod registry;
+mod samplers;
+
+#[cfg(test)]
+mod catalog;
