@@ -25,7 +25,8 @@ struct Cli {
     config: Option<PathBuf>,
 
     /// Refresh every sampler once, print the snapshot as Prometheus text to
-    /// stdout and exit; opens no socket.
+    /// stdout and exit; opens no socket. eBPF counters count from attach,
+    /// so they only show what happened during startup.
     #[arg(long)]
     once: bool,
 

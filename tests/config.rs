@@ -121,6 +121,16 @@ fn bad_duration() {
 }
 
 #[test]
+fn inverted_histogram_range() {
+    assert_rejected(
+        "[prometheus]\nhistogram_time_min = \"1s\"\nhistogram_time_max = \"1ms\"\n",
+        "prometheus.histogram_time_max",
+        3,
+        "must be larger than the matching _min",
+    );
+}
+
+#[test]
 fn unparsable_listen_address() {
     assert_rejected(
         "[general]\nlisten = \"localhost:http\"\n",

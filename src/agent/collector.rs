@@ -236,7 +236,7 @@ impl Collector {
                     duration: Duration::ZERO,
                 },
                 cache: Cache::default(),
-                renderer: Renderer::default(),
+                renderer: renderer(config),
                 encoder: Encoder::default(),
                 text: String::new(),
                 bytes: Vec::new(),
@@ -287,13 +287,23 @@ impl Collector {
     /// Renders Prometheus text of the current registry (for `--once`).
     pub fn render_text(&self) -> String {
         let mut out = String::new();
-        Renderer::default().render(Format::Text, &mut out);
+        self.state
+            .blocking_lock()
+            .renderer
+            .render(Format::Text, &mut out);
         out
     }
 
     pub fn reports(&self) -> Vec<SamplerReport> {
         self.instances.iter().map(|i| i.report()).collect()
     }
+}
+
+fn renderer(config: &AgentConfig) -> Renderer {
+    Renderer::new(
+        config.prometheus.time_powers(),
+        config.prometheus.bytes_powers(),
+    )
 }
 
 impl State {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    check_sections, section, Checker, ConfigError, HumanDuration, ListenAddr, LogConfig, Segment,
-    Source,
+    check_sections, section, ByteSize, Checker, ConfigError, HumanDuration, ListenAddr, LogConfig,
+    Segment, Source,
 };
 use crate::agent::sampler::SamplerSpec;
 
@@ -18,6 +18,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:4251";
 #[derive(Debug)]
 pub struct AgentConfig {
     pub general: General,
+    pub prometheus: Prometheus,
     pub log: LogConfig,
     pub defaults: Defaults,
     /// Per-sampler settings, only for samplers named in the file.
@@ -39,6 +40,49 @@ impl Default for General {
             ttl: HumanDuration(Duration::from_millis(100)),
         }
     }
+}
+
+/// The fixed bucket set of classic histograms on `/metrics`: powers of two
+/// from `min` (rounded down) to `max` (rounded up), per unit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Prometheus {
+    pub histogram_time_min: HumanDuration,
+    pub histogram_time_max: HumanDuration,
+    pub histogram_bytes_min: ByteSize,
+    pub histogram_bytes_max: ByteSize,
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Prometheus {
+            histogram_time_min: HumanDuration(Duration::from_micros(1)),
+            histogram_time_max: HumanDuration(Duration::from_secs(16)),
+            histogram_bytes_min: ByteSize(64),
+            histogram_bytes_max: ByteSize(64 << 20),
+        }
+    }
+}
+
+impl Prometheus {
+    /// (min, max) powers of two for time histograms, in nanoseconds.
+    pub fn time_powers(&self) -> (u32, u32) {
+        powers(
+            self.histogram_time_min.0.as_nanos() as u64,
+            self.histogram_time_max.0.as_nanos() as u64,
+        )
+    }
+
+    /// (min, max) powers of two for size histograms, in bytes.
+    pub fn bytes_powers(&self) -> (u32, u32) {
+        powers(self.histogram_bytes_min.0, self.histogram_bytes_max.0)
+    }
+}
+
+fn powers(min: u64, max: u64) -> (u32, u32) {
+    let lo = 63 - min.max(1).leading_zeros();
+    let hi = 64 - max.max(1).saturating_sub(1).leading_zeros();
+    (lo, hi.clamp(lo, 63))
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,13 +112,36 @@ impl AgentConfig {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         let mut table = source.table()?;
         let mut c = Checker::new(source);
-        check_sections(&mut c, &table, &["general", "log", "defaults", "samplers"]);
+        check_sections(
+            &mut c,
+            &table,
+            &["general", "log", "prometheus", "defaults", "samplers"],
+        );
         let general = section::<General>(&mut c, &mut table, "general");
+        let prometheus = section::<Prometheus>(&mut c, &mut table, "prometheus");
+        for (key, ok) in [
+            (
+                "histogram_time_max",
+                prometheus.histogram_time_min.0 < prometheus.histogram_time_max.0,
+            ),
+            (
+                "histogram_bytes_max",
+                prometheus.histogram_bytes_min.0 < prometheus.histogram_bytes_max.0,
+            ),
+        ] {
+            if !ok {
+                c.problem(
+                    &[Segment::Key("prometheus".into()), Segment::Key(key.into())],
+                    "must be larger than the matching _min",
+                );
+            }
+        }
         let log = section::<LogConfig>(&mut c, &mut table, "log");
         let defaults = section::<Defaults>(&mut c, &mut table, "defaults");
         let samplers = samplers(&mut c, table.remove("samplers"));
         let config = AgentConfig {
             general,
+            prometheus,
             log,
             defaults,
             samplers,
@@ -144,4 +211,14 @@ fn samplers(c: &mut Checker<'_>, value: Option<toml::Value>) -> BTreeMap<String,
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bucket_ranges_round_outwards_to_powers_of_two() {
+        assert_eq!(super::powers(1000, 16_000_000_000), (9, 34)); // 512 ns .. 17.2 s
+        assert_eq!(super::powers(64, 64 << 20), (6, 26));
+        assert_eq!(super::powers(0, 1), (0, 0));
+    }
 }

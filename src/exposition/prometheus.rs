@@ -60,12 +60,18 @@ impl Buckets {
 }
 
 impl Default for Renderer {
+    /// 1.024 µs .. 17.2 s and 64 B .. 64 MiB: `[prometheus]` defaults.
     fn default() -> Self {
+        Renderer::new((10, 34), (6, 26))
+    }
+}
+
+impl Renderer {
+    /// Bucket bounds 2^min ..= 2^max of nanoseconds and of bytes.
+    pub fn new(time: (u32, u32), bytes: (u32, u32)) -> Self {
         Renderer {
-            // 1.024 µs .. 17.2 s
-            time: Buckets::new(10, 34, Unit::Nanoseconds.divisor()),
-            // 64 B .. 64 MiB
-            bytes: Buckets::new(6, 26, 1),
+            time: Buckets::new(time.0, time.1, Unit::Nanoseconds.divisor()),
+            bytes: Buckets::new(bytes.0, bytes.1, 1),
             // 1 .. 1Mi
             count: Buckets::new(0, 20, 1),
         }
