@@ -60,7 +60,8 @@ pub struct SamplerReport {
 }
 
 impl Instance {
-    fn start(name: &'static str, init: &super::sampler::SamplerSpec, config: &AgentConfig) -> Self {
+    fn start(spec: &super::sampler::SamplerSpec, config: &AgentConfig) -> Self {
+        let name = spec.name;
         let (status, reason, sampler) = if !config.enabled(name) {
             (
                 Status::Disabled,
@@ -74,7 +75,7 @@ impl Instance {
                 options: &options,
             };
             // A sampler that panics while starting must not take the agent down.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (init.init)(&ctx))) {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (spec.init)(&ctx))) {
                 Ok(Ok(Some(s))) => (Status::Active, None, Some(s)),
                 Ok(Ok(None)) => (
                     Status::Disabled,
@@ -213,7 +214,7 @@ impl Collector {
         specs.sort_by_key(|s| s.name);
         let instances: Vec<Arc<Instance>> = specs
             .into_iter()
-            .map(|spec| Arc::new(Instance::start(spec.name, spec, config)))
+            .map(|spec| Arc::new(Instance::start(spec, config)))
             .collect();
         for i in &instances {
             let reason = i.reason.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -84,7 +84,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     let mut agent = Proc::spawn(&sonde_bin(), &[agent_cfg.to_str().unwrap()])?;
     let port = agent.wait_port(Duration::from_secs(30))?;
     loop {
-        if http_get(port, "/metrics", false).is_ok_and(|r| r.status == 200) {
+        if get_once(port, "/metrics", false).is_ok_and(|r| r.status == 200) {
             break;
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -278,57 +278,13 @@ impl Drop for Proc {
 
 struct HttpResponse {
     status: u16,
-    body_len: usize,
+    body: Vec<u8>,
     gzipped: bool,
 }
 
-/// One GET over a fresh connection (as a scraper without keep-alive does).
-fn http_get(port: u16, path: &str, gzip: bool) -> Result<HttpResponse> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let enc = if gzip {
-        "Accept-Encoding: gzip\r\n"
-    } else {
-        ""
-    };
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{enc}Connection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no HTTP header end")?;
-    let head = String::from_utf8_lossy(&buf[..split]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no status")?;
-    let mut body = &buf[split + 4..];
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let mut len = body.len();
-    if chunked {
-        len = 0;
-        while let Some(p) = body.windows(2).position(|w| w == b"\r\n") {
-            let n =
-                usize::from_str_radix(String::from_utf8_lossy(&body[..p]).trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            len += n;
-            body = &body[(p + 2 + n + 2).min(body.len())..];
-        }
-    }
-    Ok(HttpResponse {
-        status,
-        body_len: len,
-        gzipped: head.to_ascii_lowercase().contains("content-encoding: gzip"),
-    })
+/// One GET on a fresh connection, for polling and one-off reads.
+fn get_once(port: u16, path: &str, gzip: bool) -> Result<HttpResponse> {
+    Conn::new(port).get(path, gzip)
 }
 
 /// A keep-alive HTTP/1.1 connection, as Prometheus scrapes; reconnects once
@@ -391,28 +347,27 @@ impl Conn {
             chunked |= l == "transfer-encoding: chunked";
             gzipped |= l == "content-encoding: gzip";
         }
-        let mut body_len = 0;
+        let mut body = Vec::new();
         if chunked {
             loop {
                 line.clear();
                 r.read_line(&mut line)?;
                 let n = usize::from_str_radix(line.trim(), 16).context("bad chunk size")?;
-                let mut skip = vec![0u8; n + 2];
-                r.read_exact(&mut skip)?;
+                let start = body.len();
+                body.resize(start + n + 2, 0);
+                r.read_exact(&mut body[start..])?;
+                body.truncate(start + n); // drop the chunk's CRLF
                 if n == 0 {
                     break;
                 }
-                body_len += n;
             }
         } else {
-            let n = length.context("no content-length")?;
-            let mut body = vec![0u8; n];
+            body.resize(length.context("no content-length")?, 0);
             r.read_exact(&mut body)?;
-            body_len = n;
         }
         Ok(HttpResponse {
             status,
-            body_len,
+            body,
             gzipped,
         })
     }
@@ -421,7 +376,7 @@ impl Conn {
 fn wait_http(port: u16, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if http_get(port, "/metrics", false).is_ok() {
+        if get_once(port, "/metrics", false).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -434,13 +389,7 @@ fn free_port() -> Result<u16> {
 }
 
 fn map_bytes(port: u16) -> Result<u64> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
-        "GET /samplers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
+    let text = String::from_utf8(get_once(port, "/samplers", false)?.body)?;
     Ok(text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("\"map_bytes\":"))
@@ -479,7 +428,7 @@ impl Endpoint {
         if r.status != 200 {
             bail!("{path} answered {}", r.status);
         }
-        self.gzip = r.body_len;
+        self.gzip = r.body.len();
         self.gzipped = r.gzipped;
         Ok(())
     }
@@ -527,9 +476,9 @@ fn scrape_phase(plan: &Plan, port: u16, ne_port: u16, agent: &Proc, ne: &Proc) -
     }
     let secs = t0.elapsed().as_secs_f64();
     let (a1, n1) = (agent.cpu(), ne.cpu());
-    sm.plain = http_get(port, "/metrics", false)?.body_len;
-    sb.plain = http_get(port, "/metrics/binary", false)?.body_len;
-    nm.plain = http_get(ne_port, "/metrics", false)?.body_len;
+    sm.plain = get_once(port, "/metrics", false)?.body.len();
+    sb.plain = get_once(port, "/metrics/binary", false)?.body.len();
+    nm.plain = get_once(ne_port, "/metrics", false)?.body.len();
     let (rss, hwm) = agent.rss();
     let (nrss, nhwm) = ne.rss();
     let n = plan.scrape_secs as usize;
