@@ -34,6 +34,58 @@ pub const fn index(value: u64) -> usize {
     (((s as u64) << GROUPING_POWER) + (value >> s)) as usize
 }
 
+/// An H2 layout with any grouping power and max value power: what a
+/// snapshot from another agent (Rezolus writes other powers) may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    grouping_power: u8,
+    max_value_power: u8,
+}
+
+impl Layout {
+    /// `None` unless `grouping_power < max_value_power <= 64`, the
+    /// histogram crate's own rule.
+    pub fn new(grouping_power: u8, max_value_power: u8) -> Option<Self> {
+        (grouping_power < max_value_power && max_value_power <= 64).then_some(Layout {
+            grouping_power,
+            max_value_power,
+        })
+    }
+
+    pub fn buckets(self) -> usize {
+        let cutoff = self.grouping_power + 1;
+        (1usize << cutoff) + ((self.max_value_power - cutoff) as usize) * (1 << self.grouping_power)
+    }
+
+    /// Bucket index of `value`, clamped to the last bucket.
+    pub fn index(self, value: u64) -> usize {
+        let gp = self.grouping_power as u32;
+        let i = if value < 1 << (gp + 1) {
+            value as usize
+        } else {
+            let s = (63 - value.leading_zeros()) - gp;
+            (((s as u64) << gp) + (value >> s)) as usize
+        };
+        i.min(self.buckets() - 1)
+    }
+
+    /// Smallest and largest value of bucket `i` (inclusive).
+    pub fn range(self, i: usize) -> (u64, u64) {
+        let gp = self.grouping_power as u32;
+        let lower_bins = 1usize << (gp + 1);
+        if i < lower_bins {
+            return (i as u64, i as u64);
+        }
+        let j = i - lower_bins;
+        let power = gp + 1 + (j >> gp) as u32;
+        let width_log = power - gp;
+        let offset = (j & ((1 << gp) - 1)) as u64;
+        let lo = (1u64 << power) + (offset << width_log);
+        let hi = lo + ((1u64 << width_log) - 1);
+        (lo, hi)
+    }
+}
+
 /// Cumulative counts at power-of-two upper bounds, for Prometheus' classic
 /// histograms. The bucket set is fixed (stable across scrapes) and each bound
 /// `2^k` is an H2 bucket boundary, so the downsampling adds no error beyond
@@ -98,6 +150,34 @@ mod tests {
             let crate_index = h.as_slice().iter().position(|&c| c == 1).unwrap();
             assert_eq!(index(v), crate_index, "value {v}");
         }
+    }
+
+    #[test]
+    fn generic_layouts_match_the_histogram_crate() {
+        for (gp, mvp) in [(3u8, 64u8), (7, 64), (2, 10), (0, 4)] {
+            let l = Layout::new(gp, mvp).unwrap();
+            let mut h = histogram::Histogram::new(gp, mvp).unwrap();
+            assert_eq!(l.buckets(), h.as_slice().len(), "gp {gp} mvp {mvp}");
+            let max = if mvp == 64 {
+                u64::MAX
+            } else {
+                (1u64 << mvp) - 1
+            };
+            let mut values = vec![0, 1, max];
+            for k in 0..mvp as u32 {
+                let p = 1u64 << k;
+                values.extend([p - 1, p, p + 1, p + p / 3]);
+            }
+            for v in values.into_iter().filter(|&v| v <= max) {
+                h.reset();
+                h.increment(v).unwrap();
+                let i = h.as_slice().iter().position(|&c| c == 1).unwrap();
+                assert_eq!(l.index(v), i, "gp {gp} mvp {mvp} value {v}");
+                let b = h.iter().nth(i).unwrap();
+                assert_eq!(l.range(i), (b.start(), b.end()), "gp {gp} bucket {i}");
+            }
+        }
+        assert!(Layout::new(3, 3).is_none() && Layout::new(3, 65).is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod bpf;
 pub mod config;
+pub mod exporter;
 pub mod exposition;
 pub mod histogram;
 pub mod registry;

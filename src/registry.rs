@@ -56,6 +56,18 @@ impl Unit {
         }
     }
 
+    /// The unit named by a snapshot's `unit` metadata (ours, or Rezolus').
+    pub fn parse(s: &str) -> Option<Unit> {
+        Some(match s {
+            "count" | "" => Unit::Count,
+            "bytes" => Unit::Bytes,
+            "nanoseconds" | "ns" => Unit::Nanoseconds,
+            "seconds" | "s" => Unit::Seconds,
+            "milli" => Unit::Milli,
+            _ => return None,
+        })
+    }
+
     /// Suffix of the Prometheus name (base units).
     pub fn prom_suffix(self) -> &'static str {
         match self {
@@ -99,20 +111,34 @@ impl Desc {
     /// A time family named `…_time` becomes `…_seconds` (`softirq_time` →
     /// `softirq_seconds_total`), as node_exporter names them.
     pub fn prom_name(&self) -> String {
-        let suffix = self.unit.prom_suffix();
-        let base = match suffix {
-            "_seconds" => self.name.strip_suffix("_time").unwrap_or(self.name),
-            _ => self.name,
-        };
-        let mut name = base.to_string();
-        if !name.ends_with(suffix) {
-            name.push_str(suffix);
-        }
-        if self.kind == Kind::Counter {
-            name.push_str("_total");
-        }
-        name
+        prom_name_of(
+            self.name,
+            self.kind == Kind::Counter,
+            self.unit.prom_suffix(),
+        )
     }
+}
+
+/// The Prometheus name for a registry name, shared by the agent and the
+/// relay exporter (which names metrics it only knows from a snapshot).
+pub fn prom_name_of(name: &str, counter: bool, unit_suffix: &str) -> String {
+    let name = if counter {
+        name.strip_suffix("_total").unwrap_or(name)
+    } else {
+        name
+    };
+    let base = match unit_suffix {
+        "_seconds" => name.strip_suffix("_time").unwrap_or(name),
+        _ => name,
+    };
+    let mut out = base.to_string();
+    if !out.ends_with(unit_suffix) {
+        out.push_str(unit_suffix);
+    }
+    if counter {
+        out.push_str("_total");
+    }
+    out
 }
 
 pub struct Family {

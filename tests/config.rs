@@ -247,6 +247,41 @@ fn check_understands_exporter_and_push_configs() {
 }
 
 #[test]
+fn shipped_exporter_config_is_valid_and_the_exporter_rejects_bad_ones() {
+    let o = sonde(&[
+        "check",
+        repo().join("config/exporter.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(o.stdout.contains("valid exporter config"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("exporter.toml");
+    std::fs::write(
+        &path,
+        "[general]\ninterval = \"10ms\"\n[[sources]]\nurl = \"http://a:1\"\n[[sources]]\nurl = \"http://a:1/\"\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let o = sonde(&["exporter", p]);
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "{p}:2: key `general.interval`: must be at least 100ms"
+        )),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains(&format!(
+            "{p}:6: key `sources[1].url`: `http://a:1/` is listed twice"
+        )),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
 fn port_in_use_is_one_clear_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
@@ -318,7 +353,7 @@ fn once_prints_a_valid_exposition_without_a_socket() {
 fn help_and_version() {
     let o = sonde(&["--help"]);
     assert_eq!(o.code, Some(0));
-    for word in ["--once", "check", "agent", "/metrics"] {
+    for word in ["--once", "check", "agent", "exporter", "/metrics"] {
         assert!(o.stdout.contains(word), "--help should mention {word}");
     }
     let o = sonde(&["--version"]);

@@ -54,7 +54,7 @@ pub fn once(config: AgentConfig) -> anyhow::Result<()> {
         .context("cannot write to stdout")
 }
 
-fn describe_io(e: &std::io::Error) -> String {
+pub(crate) fn describe_io(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::AddrInUse => {
             "address already in use (is another agent running?)".into()
@@ -65,7 +65,7 @@ fn describe_io(e: &std::io::Error) -> String {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

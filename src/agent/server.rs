@@ -28,7 +28,7 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .with_state(collector)
 }
 
-fn accepts_gzip(headers: &HeaderMap) -> bool {
+pub(crate) fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()

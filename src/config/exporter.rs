@@ -1,8 +1,4 @@
 //! `config/exporter.toml`: the relay exporter's configuration.
-//!
-//! Today `sonde check` validates these files; the mode that reads the
-//! fields lands with its own issue, hence the allow.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -81,6 +77,39 @@ impl ExporterConfig {
                 Vec::new()
             }
         };
+        for (i, s) in sources.iter().enumerate() {
+            if sources[..i]
+                .iter()
+                .any(|o| o.url.0.trim_end_matches('/') == s.url.0.trim_end_matches('/'))
+            {
+                c.problem(
+                    &[
+                        Segment::Key("sources".into()),
+                        Segment::Index(i),
+                        Segment::Key("url".into()),
+                    ],
+                    format!("`{}` is listed twice", s.url.0),
+                );
+            }
+        }
+        if prometheus.percentiles.len() > 16 {
+            c.problem(
+                &[
+                    Segment::Key("prometheus".into()),
+                    Segment::Key("percentiles".into()),
+                ],
+                "at most 16 percentiles",
+            );
+        }
+        if general.interval.0 < Duration::from_millis(100) {
+            c.problem(
+                &[
+                    Segment::Key("general".into()),
+                    Segment::Key("interval".into()),
+                ],
+                "must be at least 100ms",
+            );
+        }
         if general.timeout.0 > general.interval.0 {
             c.problem(
                 &[

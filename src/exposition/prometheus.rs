@@ -129,12 +129,12 @@ impl Renderer {
                 }
                 let mut i = 0;
                 let total = buckets.bounds.cumulative(&counts, |_, c| {
-                    sample_start(out, name, "_bucket", labels, Some(&buckets.le[i]));
+                    sample_start(out, name, "_bucket", labels, Some(("le", &buckets.le[i])));
                     push_u64(out, c);
                     out.push('\n');
                     i += 1;
                 });
-                sample_start(out, name, "_bucket", labels, Some("+Inf"));
+                sample_start(out, name, "_bucket", labels, Some(("le", "+Inf")));
                 push_u64(out, total);
                 out.push('\n');
                 sample_start(out, name, "_sum", labels, None);
@@ -156,18 +156,26 @@ impl Renderer {
     }
 }
 
-fn sample_start(out: &mut String, name: &str, suffix: &str, labels: &str, le: Option<&str>) {
+/// Writes `name{labels,extra} ` (a sample up to its value).
+pub(crate) fn sample_start(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &str,
+    extra: Option<(&str, &str)>,
+) {
     out.push_str(name);
     out.push_str(suffix);
-    if !labels.is_empty() || le.is_some() {
+    if !labels.is_empty() || extra.is_some() {
         out.push('{');
         out.push_str(labels);
-        if let Some(le) = le {
+        if let Some((k, v)) = extra {
             if !labels.is_empty() {
                 out.push(',');
             }
-            out.push_str("le=\"");
-            out.push_str(le);
+            out.push_str(k);
+            out.push_str("=\"");
+            out.push_str(v);
             out.push('"');
         }
         out.push('}');
@@ -175,11 +183,11 @@ fn sample_start(out: &mut String, name: &str, suffix: &str, labels: &str, le: Op
     out.push(' ');
 }
 
-fn push_u64(out: &mut String, v: u64) {
+pub(crate) fn push_u64(out: &mut String, v: u64) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
-fn push_scaled_u64(out: &mut String, v: u64, divisor: u64) {
+pub(crate) fn push_scaled_u64(out: &mut String, v: u64, divisor: u64) {
     if divisor == 1 {
         push_u64(out, v);
     } else {
@@ -187,7 +195,7 @@ fn push_scaled_u64(out: &mut String, v: u64, divisor: u64) {
     }
 }
 
-fn push_scaled_i64(out: &mut String, v: i64, divisor: u64) {
+pub(crate) fn push_scaled_i64(out: &mut String, v: i64, divisor: u64) {
     if divisor == 1 {
         out.push_str(itoa::Buffer::new().format(v));
     } else {
@@ -197,7 +205,7 @@ fn push_scaled_i64(out: &mut String, v: i64, divisor: u64) {
 
 /// `v / divisor` in base units; `{}` of an f64 is the shortest string that
 /// round-trips and never uses an exponent, which Prometheus parses.
-fn format_ratio(v: f64, divisor: u64) -> String {
+pub(crate) fn format_ratio(v: f64, divisor: u64) -> String {
     format!("{}", v / divisor as f64)
 }
 

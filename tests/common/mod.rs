@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod prometheus;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_sonde");
 
 pub fn repo() -> &'static Path {
@@ -51,8 +53,21 @@ impl Agent {
     pub fn start_with(edit: impl Fn(String) -> String) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let config = agent_config(dir.path(), edit);
+        Agent::spawn(&[config.to_str().unwrap()], dir, "agent")
+    }
+
+    /// Starts `sonde exporter` on `config` (TOML text).
+    pub fn exporter(config: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exporter.toml");
+        std::fs::write(&path, config).unwrap();
+        Agent::spawn(&["exporter", path.to_str().unwrap()], dir, "exporter")
+    }
+
+    /// Runs `sonde ARGS` (any mode) and waits for "listening on".
+    pub fn spawn(args: &[&str], dir: tempfile::TempDir, tag: &'static str) -> Agent {
         let mut child = Command::new(BIN)
-            .arg(&config)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -62,7 +77,7 @@ impl Agent {
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[agent] {line}");
+                eprintln!("[{tag}] {line}");
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -86,7 +101,7 @@ impl Agent {
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!("agent did not start listening within 20 s");
+                    panic!("{tag} did not start listening within 20 s");
                 }
             }
         }
@@ -240,4 +255,34 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Peak resident memory of a process, in bytes (VmHWM).
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib * 1024
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

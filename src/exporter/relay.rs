@@ -1,0 +1,473 @@
+//! What the relay keeps per source and how a snapshot becomes Prometheus
+//! text: counters and gauges as they are, histograms as the percentiles of
+//! the last interval (a `summary`), optionally also classic histograms.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use super::decode::{self, Value};
+use crate::exposition::prometheus::{
+    format_ratio, push_scaled_i64, push_scaled_u64, push_u64, sample_start,
+};
+use crate::histogram::Layout;
+use crate::registry::{self, escape_label_value, prom_name_of, Series, Unit};
+
+crate::family!(SOURCE_UP: Gauge "sonde_exporter_source_up", Count, ["source"], "exporter", "relay",
+    "1 when the last pull of this source succeeded and decoded, else 0 (its series are then absent).");
+crate::family!(PULL_DURATION: Gauge "sonde_exporter_pull_duration", Nanoseconds, ["source"], "exporter", "relay",
+    "How long the last pull of this source took, fetch and decode.");
+crate::family!(PULLS: Counter "sonde_exporter_pulls", Count, ["source"], "exporter", "relay",
+    "Pulls of this source attempted.");
+crate::family!(PULL_ERRORS: Counter "sonde_exporter_pull_errors", Count, ["source", "reason"], "exporter", "relay",
+    "Failed pulls by reason: connect, timeout, status, content_type, too_large, decode.");
+crate::family!(RESETS: Counter "sonde_exporter_resets", Count, ["source"], "exporter", "relay",
+    "Histograms whose counts went down (agent restart): that interval's percentiles are skipped.");
+crate::family!(DROPPED: Counter "sonde_exporter_dropped_series", Count, ["source", "reason"], "exporter", "relay",
+    "Series not relayed: duplicate (same name and labels twice) or type_conflict (name taken by another type).");
+crate::family!(SERIES: Gauge "sonde_exporter_series", Count, ["source"], "exporter", "relay",
+    "Series relayed from this source in the last interval.");
+
+/// What every source shares: which percentiles, whether to add histograms.
+pub struct Settings {
+    pub percentiles: Vec<f64>,
+    /// `quantile` label values, formatted once.
+    quantile_labels: Vec<String>,
+    pub histograms: bool,
+}
+
+impl Settings {
+    pub fn new(percentiles: Vec<f64>, histograms: bool) -> Self {
+        let quantile_labels = percentiles.iter().map(|q| q.to_string()).collect();
+        Settings {
+            percentiles,
+            quantile_labels,
+            histograms,
+        }
+    }
+}
+
+/// One relayed family of one source: its metadata and its sample lines.
+#[derive(Debug)]
+pub struct FamilyOut {
+    pub kind: &'static str,
+    pub help: String,
+    pub body: String,
+}
+
+pub struct SourceState {
+    /// `host:port` of the URL: the `source` label.
+    pub name: String,
+    /// `<url>/metrics/binary`.
+    pub binary_url: String,
+    /// Config labels plus `source` when there are several sources, as
+    /// `(key, escaped value)`.
+    extra_labels: Vec<(String, String)>,
+    prev_time: Option<SystemTime>,
+    /// Buckets of the previous snapshot by metric name + labels.
+    prev: HashMap<String, Vec<u64>>,
+    pub families: BTreeMap<String, FamilyOut>,
+    was_up: Option<bool>,
+    up: Arc<Series>,
+    duration: Arc<Series>,
+    pulls: Arc<Series>,
+    errors: Vec<(super::pull::Failure, Arc<Series>)>,
+    resets: Arc<Series>,
+    duplicates: Arc<Series>,
+    conflicts: Arc<Series>,
+    series: Arc<Series>,
+}
+
+impl SourceState {
+    pub fn new(url: &str, labels: &BTreeMap<String, String>, add_source_label: bool) -> Self {
+        let base = url.trim_end_matches('/');
+        let name = base
+            .split_once("://")
+            .map_or(base, |(_, rest)| rest)
+            .to_string();
+        let mut extra_labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (label_key(k), escaped(v)))
+            .collect();
+        if add_source_label && !labels.contains_key("source") {
+            extra_labels.push(("source".into(), escaped(&name)));
+        }
+        let n = name.as_str();
+        SourceState {
+            binary_url: format!("{base}/metrics/binary"),
+            extra_labels,
+            prev_time: None,
+            prev: HashMap::new(),
+            families: BTreeMap::new(),
+            was_up: None,
+            up: SOURCE_UP.series(&[n]),
+            duration: PULL_DURATION.series(&[n]),
+            pulls: PULLS.series(&[n]),
+            errors: super::pull::Failure::ALL
+                .iter()
+                .map(|f| (*f, PULL_ERRORS.series(&[n, f.as_str()])))
+                .collect(),
+            resets: RESETS.series(&[n]),
+            duplicates: DROPPED.series(&[n, "duplicate"]),
+            conflicts: DROPPED.series(&[n, "type_conflict"]),
+            series: SERIES.series(&[n]),
+            name,
+        }
+    }
+
+    pub fn note_conflict(&self) {
+        self.conflicts.add(1);
+    }
+
+    /// A failed pull: the source's series disappear and it must deliver two
+    /// snapshots again before percentiles come back (the gap may hide a
+    /// restart, and a delta across it would be made up).
+    pub fn failed(&mut self, err: &super::pull::PullError, took: std::time::Duration) {
+        self.pulls.add(1);
+        self.duration.set_gauge(took.as_nanos() as i64);
+        if let Some((_, c)) = self.errors.iter().find(|(f, _)| *f == err.failure) {
+            c.add(1);
+        }
+        if self.was_up != Some(false) {
+            tracing::warn!(source = %self.name, "pull failed ({}): {err}", err.failure.as_str());
+        } else {
+            tracing::debug!(source = %self.name, "pull failed ({}): {err}", err.failure.as_str());
+        }
+        self.was_up = Some(false);
+        self.up.set_gauge(0);
+        self.series.set_gauge(0);
+        self.families.clear();
+        self.prev.clear();
+        self.prev_time = None;
+    }
+
+    pub fn succeeded(
+        &mut self,
+        snapshot: decode::Snapshot,
+        took: std::time::Duration,
+        settings: &Settings,
+    ) {
+        self.pulls.add(1);
+        self.duration.set_gauge(took.as_nanos() as i64);
+        if self.was_up == Some(false) {
+            tracing::info!(source = %self.name, "source is back");
+        }
+        self.was_up = Some(true);
+        self.up.set_gauge(1);
+        match self.prev_time {
+            // The agent served its cached snapshot again: nothing new, and
+            // the percentiles already shown still describe its last interval.
+            Some(t) if t == snapshot.systemtime => return,
+            // Time went backwards: a restarted agent or a clock step.
+            Some(t) if snapshot.systemtime < t => {
+                self.prev.clear();
+                self.resets.add(1);
+            }
+            _ => {}
+        }
+        self.prev_time = Some(snapshot.systemtime);
+        self.build(snapshot, settings);
+    }
+
+    fn build(&mut self, snapshot: decode::Snapshot, settings: &Settings) {
+        self.families.clear();
+        let mut prev = std::mem::take(&mut self.prev);
+        let mut seen = HashSet::with_capacity(snapshot.metrics.len());
+        let mut labels = String::new();
+        let mut count = 0i64;
+        for m in snapshot.metrics {
+            let unit = m.unit.as_deref().and_then(Unit::parse);
+            let (suffix, divisor) = unit.map_or(("", 1), |u| (u.prom_suffix(), u.divisor()));
+            let name = metric_name(&m.name);
+            self.labels(&m.labels, &mut labels);
+            let key = pair_key(&name, &m.labels);
+            if !seen.insert(key.clone()) {
+                self.duplicates.add(1);
+                continue;
+            }
+            count += 1;
+            match m.value {
+                Value::Counter(v) => {
+                    let out = self.family(prom_name_of(&name, true, suffix), "counter", &m.name);
+                    let Some(out) = out else { continue };
+                    let fam = out.0;
+                    sample_start(&mut out.1.body, &fam, "", &labels, None);
+                    push_scaled_u64(&mut out.1.body, v, divisor);
+                    out.1.body.push('\n');
+                }
+                Value::Gauge(v) => {
+                    let out = self.family(prom_name_of(&name, false, suffix), "gauge", &m.name);
+                    let Some(out) = out else { continue };
+                    let fam = out.0;
+                    sample_start(&mut out.1.body, &fam, "", &labels, None);
+                    push_scaled_i64(&mut out.1.body, v, divisor);
+                    out.1.body.push('\n');
+                }
+                Value::Histogram { layout, buckets } => {
+                    let delta = match prev.remove(&key) {
+                        Some(p) if p.len() == buckets.len() => {
+                            let d: Option<Vec<u64>> = buckets
+                                .iter()
+                                .zip(&p)
+                                .map(|(c, p)| c.checked_sub(*p))
+                                .collect();
+                            if d.is_none() {
+                                self.resets.add(1);
+                            }
+                            d
+                        }
+                        // A new series, or its layout changed: no interval yet.
+                        _ => None,
+                    };
+                    if let Some(delta) = delta {
+                        let fam = prom_name_of(&name, false, suffix);
+                        if let Some((fam, out)) = self.family(fam, "summary", &m.name) {
+                            summary(out, &fam, &labels, layout, &delta, divisor, settings);
+                        }
+                    }
+                    if settings.histograms {
+                        let fam = prom_name_of(&format!("{name}_buckets"), false, suffix);
+                        if let Some((fam, out)) = self.family(fam, "histogram", &m.name) {
+                            classic(out, &fam, &labels, layout, &buckets, unit, divisor);
+                        }
+                    }
+                    self.prev.insert(key, buckets);
+                }
+            }
+        }
+        self.series.set_gauge(count);
+    }
+
+    /// The family `fam` of this source, created with `kind`; `None` (and a
+    /// counted conflict) when the name is already taken by another type.
+    fn family(
+        &mut self,
+        fam: String,
+        kind: &'static str,
+        metric: &str,
+    ) -> Option<(String, &mut FamilyOut)> {
+        let out = self
+            .families
+            .entry(fam.clone())
+            .or_insert_with(|| FamilyOut {
+                kind,
+                help: help_for(metric),
+                body: String::new(),
+            });
+        if out.kind != kind {
+            self.conflicts.add(1);
+            return None;
+        }
+        Some((fam, out))
+    }
+
+    /// `k="v",…` for a series: its own labels, then the source's; a source
+    /// label replaces a metric label of the same key, which is kept as
+    /// `exported_<key>` (what Prometheus does on a scrape).
+    fn labels(&self, own: &[(String, String)], out: &mut String) {
+        out.clear();
+        for (k, v) in own {
+            let key = label_key(k);
+            if !out.is_empty() {
+                out.push(',');
+            }
+            if self.extra_labels.iter().any(|(ek, _)| *ek == key) {
+                out.push_str("exported_");
+            }
+            out.push_str(&key);
+            out.push_str("=\"");
+            escape_label_value(v, out);
+            out.push('"');
+        }
+        for (k, v) in &self.extra_labels {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{v}\"");
+        }
+    }
+}
+
+/// The summary of one interval: `quantile` samples, `_sum` and `_count`,
+/// all describing the same window (the delta of the last two snapshots).
+fn summary(
+    out: &mut FamilyOut,
+    fam: &str,
+    labels: &str,
+    layout: Layout,
+    delta: &[u64],
+    divisor: u64,
+    settings: &Settings,
+) {
+    let mut values = [f64::NAN; 16];
+    let n = settings.percentiles.len().min(values.len());
+    let (count, sum) = quantiles(layout, delta, &settings.percentiles[..n], &mut values[..n]);
+    for (q, v) in settings.quantile_labels.iter().zip(&values[..n]) {
+        sample_start(&mut out.body, fam, "", labels, Some(("quantile", q)));
+        push_f64(&mut out.body, *v / divisor as f64);
+        out.body.push('\n');
+    }
+    sample_start(&mut out.body, fam, "_sum", labels, None);
+    push_f64(&mut out.body, sum / divisor as f64);
+    out.body.push('\n');
+    sample_start(&mut out.body, fam, "_count", labels, None);
+    push_u64(&mut out.body, count);
+    out.body.push('\n');
+}
+
+/// A classic histogram of the cumulative counts at power-of-two bounds,
+/// the agent's default bucket range per unit.
+fn classic(
+    out: &mut FamilyOut,
+    fam: &str,
+    labels: &str,
+    layout: Layout,
+    buckets: &[u64],
+    unit: Option<Unit>,
+    divisor: u64,
+) {
+    let (min, max) = match unit {
+        Some(Unit::Nanoseconds) => (10, 34),
+        Some(Unit::Bytes) => (6, 26),
+        _ => (0, 20),
+    };
+    let mut acc = 0u64;
+    let mut next = 0usize;
+    let mut le = String::new();
+    for k in min..=max {
+        let end = match 1u64.checked_shl(k) {
+            Some(bound) if k < 64 => layout.index(bound).min(buckets.len()),
+            _ => buckets.len(),
+        };
+        if end > next {
+            acc += buckets[next..end].iter().sum::<u64>();
+            next = end;
+        }
+        le.clear();
+        le.push_str(&format_ratio((1u64 << k) as f64, divisor));
+        sample_start(&mut out.body, fam, "_bucket", labels, Some(("le", &le)));
+        push_u64(&mut out.body, acc);
+        out.body.push('\n');
+    }
+    let total = acc + buckets[next..].iter().sum::<u64>();
+    sample_start(&mut out.body, fam, "_bucket", labels, Some(("le", "+Inf")));
+    push_u64(&mut out.body, total);
+    out.body.push('\n');
+    let sum: f64 = buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(i, c)| *c as f64 * midpoint(layout, i))
+        .sum();
+    sample_start(&mut out.body, fam, "_sum", labels, None);
+    push_f64(&mut out.body, sum / divisor as f64);
+    out.body.push('\n');
+    sample_start(&mut out.body, fam, "_count", labels, None);
+    push_u64(&mut out.body, total);
+    out.body.push('\n');
+}
+
+fn midpoint(layout: Layout, i: usize) -> f64 {
+    let (lo, hi) = layout.range(i);
+    lo as f64 + (hi - lo) as f64 / 2.0
+}
+
+/// Fills `out[i]` with the `qs[i]` quantile of the counts in `buckets` (the
+/// midpoint of the bucket holding that rank: at most half a bucket from the
+/// truth, 6.25 % for grouping power 3 — half the error of the upper edge) and returns the total count and
+/// the sum estimated from bucket midpoints. NaN quantiles when empty.
+pub fn quantiles(layout: Layout, buckets: &[u64], qs: &[f64], out: &mut [f64]) -> (u64, f64) {
+    let total: u64 = buckets.iter().sum();
+    out.fill(f64::NAN);
+    let mut sum = 0.0;
+    for (i, c) in buckets.iter().enumerate().filter(|(_, c)| **c > 0) {
+        sum += *c as f64 * midpoint(layout, i);
+    }
+    if total == 0 {
+        return (0, 0.0);
+    }
+    // Ranks in ascending order let one pass over the buckets answer all.
+    let mut order: Vec<usize> = (0..qs.len()).collect();
+    order.sort_by(|a, b| qs[*a].total_cmp(&qs[*b]));
+    let mut seen = 0u64;
+    let mut bucket = 0usize;
+    for j in order {
+        let rank = ((qs[j] * total as f64).ceil() as u64).clamp(1, total);
+        while seen + buckets[bucket] < rank {
+            seen += buckets[bucket];
+            bucket += 1;
+        }
+        out[j] = midpoint(layout, bucket);
+    }
+    (total, sum)
+}
+
+fn push_f64(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// A metric name Prometheus accepts: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+fn metric_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | ':' => c,
+            _ => '_',
+        })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// A label name Prometheus accepts (and not a reserved `__` one).
+fn label_key(key: &str) -> String {
+    let mut out = metric_name(key).replace(':', "_");
+    if out.starts_with("__") {
+        out.insert(0, 'x');
+    }
+    out
+}
+
+fn escaped(v: &str) -> String {
+    let mut s = String::new();
+    escape_label_value(v, &mut s);
+    s
+}
+
+/// Pairs a histogram with its previous reading: name and labels, never
+/// the position in the snapshot.
+fn pair_key(name: &str, labels: &[(String, String)]) -> String {
+    let mut key = String::from(name);
+    for (k, v) in labels {
+        key.push('\0');
+        key.push_str(k);
+        key.push('\0');
+        key.push_str(v);
+    }
+    key
+}
+
+/// Our own help text for metrics a sonde agent sends, a generic one else.
+fn help_for(metric: &str) -> String {
+    static HELP: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
+    let help = HELP.get_or_init(|| {
+        registry::families()
+            .iter()
+            .map(|f| (f.desc.name, f.desc.help))
+            .collect()
+    });
+    match help.get(metric) {
+        Some(h) => (*h).to_string(),
+        None => format!("Relayed metric {}.", metric_name(metric)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::exporter::decode::{Metric, Snapshot};
+use crate::exporter::pull::{Failure, PullError};
+
+fn layout() -> Layout {
+    Layout::new(3, 64).unwrap()
+}
+
+fn hist(values: &[(u64, u64)]) -> Vec<u64> {
+    let mut b = vec![0u64; layout().buckets()];
+    for &(v, n) in values {
+        b[layout().index(v)] += n;
+    }
+    b
+}
+
+fn snapshot(secs: u64, buckets: Vec<u64>, counter: u64) -> Snapshot {
+    Snapshot {
+        systemtime: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        metrics: vec![
+            Metric {
+                name: "syscall_latency".into(),
+                labels: vec![("op".into(), "read".into())],
+                unit: Some("nanoseconds".into()),
+                value: Value::Histogram {
+                    layout: layout(),
+                    buckets,
+                },
+            },
+            Metric {
+                name: "cpu_usage".into(),
+                labels: vec![("state".into(), "user".into())],
+                unit: Some("nanoseconds".into()),
+                value: Value::Counter(counter),
+            },
+        ],
+    }
+}
+
+/// `name{labels} value` lines of one family body, parsed.
+fn sample(state: &SourceState, family: &str, line_start: &str) -> Option<f64> {
+    let body = &state.families.get(family)?.body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+#[test]
+fn quantiles_are_within_half_a_bucket() {
+    // 1,000 values at 1 ms and 10 at 100 ms.
+    let b = hist(&[(1_000_000, 1000), (100_000_000, 10)]);
+    let qs = [0.5, 0.99, 0.999, 0.9999];
+    let mut out = [0.0; 4];
+    let (count, sum) = quantiles(layout(), &b, &qs, &mut out);
+    assert_eq!(count, 1010);
+    let near = |got: f64, want: f64| (got - want).abs() / want <= 0.0625;
+    assert!(near(out[0], 1e6), "p50 {}", out[0]);
+    assert!(near(out[1], 1e6), "p99 {}", out[1]); // rank 1000 of 1010
+    assert!(near(out[2], 1e8), "p99.9 {}", out[2]); // rank 1009
+    assert!(near(out[3], 1e8), "p99.99 {}", out[3]);
+    assert!(near(sum, 1000.0 * 1e6 + 10.0 * 1e8), "sum {sum}");
+    let (count, _) = quantiles(layout(), &hist(&[]), &qs, &mut out);
+    assert_eq!(count, 0);
+    assert!(out.iter().all(|v| v.is_nan()));
+    // Exact small values: lower buckets are one value wide.
+    let (_, _) = quantiles(layout(), &hist(&[(3, 5)]), &[0.5], &mut out[..1]);
+    assert_eq!(out[0], 3.0);
+}
+
+#[test]
+fn summary_is_the_delta_of_the_last_interval() {
+    let settings = Settings::new(vec![0.5, 0.99, 0.999], false);
+    let mut s = SourceState::new("http://127.0.0.1:1", &Default::default(), false);
+    let base = hist(&[(5_000, 1_000_000)]); // history before the interval
+    s.succeeded(snapshot(100, base.clone(), 10), Duration::ZERO, &settings);
+    assert!(
+        !s.families.contains_key("syscall_latency_seconds"),
+        "one snapshot has no interval"
+    );
+    assert_eq!(
+        sample(
+            &s,
+            "cpu_usage_seconds_total",
+            "cpu_usage_seconds_total{state=\"user\"}"
+        ),
+        Some(1e-8)
+    );
+    let mut now = base.clone();
+    for (i, c) in hist(&[(1_000_000, 1000), (100_000_000, 10)])
+        .iter()
+        .enumerate()
+    {
+        now[i] += c;
+    }
+    s.succeeded(snapshot(101, now.clone(), 20), Duration::ZERO, &settings);
+    let f = "syscall_latency_seconds";
+    assert_eq!(s.families[f].kind, "summary");
+    let q = |q: &str| sample(&s, f, &format!("{f}{{op=\"read\",quantile=\"{q}\"}}")).unwrap();
+    assert!(
+        (q("0.5") - 0.001).abs() < 0.001 * 0.0625,
+        "p50 {}",
+        q("0.5")
+    );
+    assert!((q("0.99") - 0.001).abs() < 0.001 * 0.0625);
+    assert!(
+        (q("0.999") - 0.1).abs() < 0.1 * 0.0625,
+        "p999 {}",
+        q("0.999")
+    );
+    assert_eq!(
+        sample(&s, f, &format!("{f}_count{{op=\"read\"}}")),
+        Some(1010.0)
+    );
+
+    // Same snapshot served again (the agent's cache): nothing changes.
+    s.succeeded(snapshot(101, now.clone(), 20), Duration::ZERO, &settings);
+    assert_eq!(
+        sample(&s, f, &format!("{f}_count{{op=\"read\"}}")),
+        Some(1010.0)
+    );
+
+    // The agent restarted: counts went down, so no percentiles this time.
+    let resets = s.resets.gauge();
+    s.succeeded(
+        snapshot(102, hist(&[(1_000, 5)]), 1),
+        Duration::ZERO,
+        &settings,
+    );
+    assert!(!s.families.contains_key(f), "{:?}", s.families.get(f));
+    assert_eq!(s.resets.gauge(), resets + 1);
+    // The next interval pairs with the restarted agent's first snapshot.
+    s.succeeded(
+        snapshot(103, hist(&[(1_000, 8)]), 2),
+        Duration::ZERO,
+        &settings,
+    );
+    assert_eq!(
+        sample(&s, f, &format!("{f}_count{{op=\"read\"}}")),
+        Some(3.0)
+    );
+}
+
+#[test]
+fn a_failed_pull_removes_the_series_and_the_interval() {
+    let settings = Settings::new(vec![0.5], true);
+    let mut s = SourceState::new("http://127.0.0.1:2/", &Default::default(), true);
+    assert_eq!(s.binary_url, "http://127.0.0.1:2/metrics/binary");
+    s.succeeded(snapshot(1, hist(&[(10, 1)]), 1), Duration::ZERO, &settings);
+    s.succeeded(snapshot(2, hist(&[(10, 2)]), 1), Duration::ZERO, &settings);
+    assert!(s.families.contains_key("syscall_latency_seconds"));
+    let classic = "syscall_latency_buckets_seconds";
+    assert_eq!(s.families[classic].kind, "histogram");
+    assert!(s.families[classic].body.contains(
+        "syscall_latency_buckets_seconds_bucket{op=\"read\",source=\"127.0.0.1:2\",le=\"+Inf\"} 2\n"
+    ));
+    s.failed(
+        &PullError {
+            failure: Failure::Connect,
+            detail: "refused".into(),
+        },
+        Duration::ZERO,
+    );
+    assert!(s.families.is_empty());
+    assert_eq!(s.up.gauge(), 0);
+    // Back: one snapshot gives counters, the percentiles need a second.
+    s.succeeded(snapshot(5, hist(&[(10, 9)]), 1), Duration::ZERO, &settings);
+    assert_eq!(s.up.gauge(), 1);
+    assert!(s.families.contains_key("cpu_usage_seconds_total"));
+    assert!(!s.families.contains_key("syscall_latency_seconds"));
+}
+
+#[test]
+fn labels_are_sanitised_and_source_labels_win() {
+    let settings = Settings::new(vec![0.5], false);
+    let labels = [("instance".to_string(), "db-1".to_string())].into();
+    let mut s = SourceState::new("http://h:1", &labels, false);
+    let snap = Snapshot {
+        systemtime: SystemTime::UNIX_EPOCH,
+        metrics: vec![
+            Metric {
+                name: "cpu/usage".into(),
+                labels: vec![
+                    ("instance".into(), "x".into()),
+                    ("bad-key".into(), "a\"b".into()),
+                ],
+                unit: None,
+                value: Value::Gauge(-2),
+            },
+            // The same series twice: relayed once, counted.
+            Metric {
+                name: "cpu/usage".into(),
+                labels: vec![
+                    ("instance".into(), "x".into()),
+                    ("bad-key".into(), "a\"b".into()),
+                ],
+                unit: None,
+                value: Value::Gauge(5),
+            },
+            // Same Prometheus name as a gauge: a type conflict.
+            Metric {
+                name: "cpu_usage".into(),
+                labels: vec![],
+                unit: None,
+                value: Value::Counter(1),
+            },
+        ],
+    };
+    s.succeeded(snap, Duration::ZERO, &settings);
+    assert_eq!(
+        s.families["cpu_usage"].body,
+        "cpu_usage{exported_instance=\"x\",bad_key=\"a\\\"b\",instance=\"db-1\"} -2\n"
+    );
+    assert_eq!(s.duplicates.gauge(), 1);
+    assert_eq!(s.families["cpu_usage_total"].kind, "counter");
+}
+
+#[test]
+fn sources_merge_into_one_family_each() {
+    let settings = Settings::new(vec![0.5], false);
+    let mut a = SourceState::new("http://a:1", &Default::default(), true);
+    let mut b = SourceState::new("http://b:1", &Default::default(), true);
+    a.succeeded(snapshot(1, hist(&[]), 1), Duration::ZERO, &settings);
+    b.succeeded(snapshot(1, hist(&[]), 2), Duration::ZERO, &settings);
+    let mut out = String::new();
+    crate::exporter::render_sources(&[a, b], &mut out);
+    assert_eq!(
+        out.matches("# TYPE cpu_usage_seconds_total counter")
+            .count(),
+        1
+    );
+    assert!(out.contains("cpu_usage_seconds_total{state=\"user\",source=\"a:1\"} 0.000000001\n"));
+    assert!(out.contains("cpu_usage_seconds_total{state=\"user\",source=\"b:1\"} 0.000000002\n"));
+    assert!(out.contains("# HELP cpu_usage_seconds_total CPU time spent"));
+}
