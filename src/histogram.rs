@@ -52,6 +52,32 @@ impl Layout {
         })
     }
 
+    pub fn grouping_power(self) -> u8 {
+        self.grouping_power
+    }
+
+    pub fn max_value_power(self) -> u8 {
+        self.max_value_power
+    }
+
+    /// The histogram crate's serialized config (see [`CONFIG_FIELDS`]).
+    pub fn config_fields(self) -> [u64; 8] {
+        let (gp, mvp) = (self.grouping_power as u64, self.max_value_power as u64);
+        let max = if mvp == 64 { u64::MAX } else { (1 << mvp) - 1 };
+        let cutoff = gp + 1;
+        let divisions = 1 << gp;
+        [
+            max,
+            gp,
+            mvp,
+            cutoff,
+            1 << cutoff,
+            1 << cutoff,
+            divisions,
+            (mvp - cutoff) * divisions,
+        ]
+    }
+
     pub fn buckets(self) -> usize {
         let cutoff = self.grouping_power + 1;
         (1usize << cutoff) + ((self.max_value_power - cutoff) as usize) * (1 << self.grouping_power)
@@ -178,6 +204,7 @@ mod tests {
             }
         }
         assert!(Layout::new(3, 3).is_none() && Layout::new(3, 65).is_none());
+        assert_eq!(Layout::new(3, 64).unwrap().config_fields(), CONFIG_FIELDS);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod exporter;
 pub mod exposition;
 pub mod histogram;
+pub mod push;
 pub mod registry;
 mod samplers;
 

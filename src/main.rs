@@ -1,6 +1,6 @@
 //! Sonde: an eBPF-first Linux kernel telemetry agent (the command line).
 
-use sonde::{agent, config, exporter};
+use sonde::{agent, config, exporter, push};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,7 +18,7 @@ use config::{exporter::ExporterConfig, push::PushConfig, ConfigError, Kind, LogL
     name = "sonde",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  sudo sonde config/agent.toml         run the agent\n  sonde --once config/agent.toml       print one snapshot and exit\n  sonde check config/agent.toml        validate a config file\n  sonde exporter config/exporter.toml  relay agents to one Prometheus target with percentiles\n\nEndpoints of a running agent: /metrics (Prometheus text or OpenMetrics), /metrics/binary (msgpack), /metrics/json, /samplers, /healthz.\nLog level: [log] level in the config, overridden by RUST_LOG."
+    after_help = "Examples:\n  sudo sonde config/agent.toml         run the agent\n  sonde --once config/agent.toml       print one snapshot and exit\n  sonde check config/agent.toml        validate a config file\n  sonde exporter config/exporter.toml  relay agents to one Prometheus target with percentiles\n  sonde push config/push.toml          push snapshots upstream, spooling while it is down\n\nEndpoints of a running agent: /metrics (Prometheus text or OpenMetrics), /metrics/binary (msgpack), /metrics/json, /samplers, /healthz.\nLog level: [log] level in the config, overridden by RUST_LOG."
 )]
 struct Cli {
     /// Agent config file (TOML); runs the agent, like `sonde agent FILE`.
@@ -52,6 +52,14 @@ enum Command {
         /// Exporter config file (TOML), e.g. config/exporter.toml.
         config: PathBuf,
     },
+    /// Run the pusher: pull the agent's /metrics/binary every [source]
+    /// interval, spool each snapshot to disk and deliver it to every
+    /// [[sinks]] (Prometheus remote-write 1.0, or HTTP POST of msgpack/JSON)
+    /// in order, retrying while upstream is down. Needs no privileges.
+    Push {
+        /// Push config file (TOML), e.g. config/push.toml.
+        config: PathBuf,
+    },
     /// Validate a config file (agent, exporter or push) and print every
     /// problem with its key and line. Exits 0 when valid, 2 when not.
     Check {
@@ -71,10 +79,11 @@ fn main() -> ExitCode {
         Some(Command::Check { config, kind }) => check(&config, kind),
         Some(Command::Agent { config, once }) => agent(&config, once || cli.once),
         Some(Command::Exporter { config }) => relay(&config),
+        Some(Command::Push { config }) => pusher(&config),
         None => match cli.config {
             Some(config) => agent(&config, cli.once),
             None => {
-                eprintln!("error: no config file given\n\nUsage: sonde [--once] CONFIG | sonde agent CONFIG | sonde exporter CONFIG | sonde check CONFIG\nTry 'sonde --help'.");
+                eprintln!("error: no config file given\n\nUsage: sonde [--once] CONFIG | sonde agent CONFIG | sonde exporter CONFIG | sonde push CONFIG | sonde check CONFIG\nTry 'sonde --help'.");
                 ExitCode::from(EXIT_CONFIG)
             }
         },
@@ -108,6 +117,21 @@ fn relay(path: &Path) -> ExitCode {
     };
     init_logging(config.log.level);
     match exporter::run(path, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pusher(path: &Path) -> ExitCode {
+    let config = match Source::read(path).and_then(|s| PushConfig::from_source(&s)) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    init_logging(config.log.level);
+    match push::run(path, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -3,6 +3,7 @@
 pub mod collector;
 pub mod sampler;
 pub mod server;
+pub mod supervisor;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +16,10 @@ use collector::Collector;
 /// Runs the agent until SIGTERM or SIGINT, then drains in-flight requests.
 pub fn run(path: &Path, config: AgentConfig) -> anyhow::Result<()> {
     let collector = Arc::new(Collector::start(&config));
+    let pusher = match &config.push_user {
+        Some(user) => Some(supervisor::Supervisor::start(&config.push, user)?),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // Two workers serve scrapes; refreshes run on the blocking pool.
         .worker_threads(2)
@@ -22,7 +27,7 @@ pub fn run(path: &Path, config: AgentConfig) -> anyhow::Result<()> {
         .thread_name("sonde")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let addr = config.general.listen.0;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!(
@@ -39,7 +44,11 @@ pub fn run(path: &Path, config: AgentConfig) -> anyhow::Result<()> {
             .context("HTTP server failed")?;
         tracing::info!("shut down");
         Ok(())
-    })
+    });
+    if let Some(p) = pusher {
+        p.stop();
+    }
+    result
 }
 
 /// Refreshes every sampler once and prints Prometheus text to stdout.

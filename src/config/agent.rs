@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -23,6 +23,68 @@ pub struct AgentConfig {
     pub defaults: Defaults,
     /// Per-sampler settings, only for samplers named in the file.
     pub samplers: BTreeMap<String, SamplerSettings>,
+    pub push: Push,
+    /// `push.user` resolved, when the pusher is enabled.
+    pub push_user: Option<User>,
+}
+
+/// `[push]`: run `sonde push` as a supervised child of the agent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Push {
+    pub enabled: bool,
+    pub config: PathBuf,
+    pub user: String,
+}
+
+impl Default for Push {
+    fn default() -> Self {
+        Push {
+            enabled: false,
+            config: PathBuf::from("/etc/sonde/push.toml"),
+            user: "sonde".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// The pusher's spool directory, created for the user at start.
+    pub spool: PathBuf,
+}
+
+/// Resolves `push.user` and validates `push.config`, so a broken pusher
+/// setup stops the agent at start with the key that is wrong.
+fn check_push(c: &mut Checker, push: &Push) -> Option<User> {
+    let key = |k: &str| [Segment::Key("push".into()), Segment::Key(k.into())];
+    let spool = match crate::config::push::PushConfig::load(&push.config) {
+        Ok(p) => Some(p.spool.path),
+        Err(e) => {
+            c.problem(
+                &key("config"),
+                format!("the push config is not usable:\n{e}"),
+            );
+            None
+        }
+    };
+    let name = std::ffi::CString::new(push.user.clone()).ok()?;
+    // SAFETY: getpwnam returns a pointer into static storage or null; the
+    // fields are copied out before any other call that could reuse it.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        c.problem(&key("user"), format!("no such user `{}`", push.user));
+        return None;
+    }
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    Some(User {
+        name: push.user.clone(),
+        uid,
+        gid,
+        spool: spool?,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,7 +177,14 @@ impl AgentConfig {
         check_sections(
             &mut c,
             &table,
-            &["general", "log", "prometheus", "defaults", "samplers"],
+            &[
+                "general",
+                "log",
+                "prometheus",
+                "defaults",
+                "samplers",
+                "push",
+            ],
         );
         let general = section::<General>(&mut c, &mut table, "general");
         let prometheus = section::<Prometheus>(&mut c, &mut table, "prometheus");
@@ -139,7 +208,15 @@ impl AgentConfig {
         let log = section::<LogConfig>(&mut c, &mut table, "log");
         let defaults = section::<Defaults>(&mut c, &mut table, "defaults");
         let samplers = samplers(&mut c, table.remove("samplers"));
+        let push = section::<Push>(&mut c, &mut table, "push");
+        let push_user = if push.enabled {
+            check_push(&mut c, &push)
+        } else {
+            None
+        };
         let config = AgentConfig {
+            push,
+            push_user,
             general,
             prometheus,
             log,

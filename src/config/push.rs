@@ -1,8 +1,4 @@
 //! `config/push.toml`: the pusher's configuration.
-//!
-//! Today `sonde check` validates these files; the mode that reads the
-//! fields lands with its own issue, hence the allow.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -97,6 +93,10 @@ impl Default for Listen {
 }
 
 impl PushConfig {
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        Self::from_source(&Source::read(path)?)
+    }
+
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         let mut table = source.table()?;
         let mut c = Checker::new(source);
@@ -121,7 +121,43 @@ impl PushConfig {
                 Vec::new()
             }
         };
+        if src.interval.0 < Duration::from_millis(100) {
+            c.problem(
+                &[
+                    Segment::Key("source".into()),
+                    Segment::Key("interval".into()),
+                ],
+                "must be at least 100ms",
+            );
+        }
+        if spool.max_bytes.0 < 64 << 10 {
+            c.problem(
+                &[
+                    Segment::Key("spool".into()),
+                    Segment::Key("max_bytes".into()),
+                ],
+                "must be at least 64KiB",
+            );
+        }
         for (i, s) in sinks.iter().enumerate() {
+            let at = |key: &str| {
+                vec![
+                    Segment::Key("sinks".into()),
+                    Segment::Index(i),
+                    Segment::Key(key.into()),
+                ]
+            };
+            if sinks[..i].iter().any(|o| o.url.0 == s.url.0) {
+                c.problem(&at("url"), format!("`{}` is listed twice", s.url.0));
+            }
+            if let Some(p) = &s.bearer_token_file {
+                if let Err(e) = std::fs::metadata(p) {
+                    c.problem(
+                        &at("bearer_token_file"),
+                        format!("cannot read {}: {e}", p.display()),
+                    );
+                }
+            }
             if s.kind == SinkKind::RemoteWrite && s.format.is_some() {
                 c.problem(
                     &[

@@ -23,11 +23,15 @@ const NOT_LABELS: [&str; 4] = ["metric", "unit", "grouping_power", "max_value_po
 #[derive(Debug)]
 pub struct Snapshot {
     pub systemtime: SystemTime,
+    /// How long the agent took to take it (V2 only).
+    pub duration: Duration,
     pub metrics: Vec<Metric>,
 }
 
 #[derive(Debug)]
 pub struct Metric {
+    /// The series' unique name in the snapshot.
+    pub id: String,
     /// `metadata["metric"]`, else the series name up to any `{`.
     pub name: String,
     /// Label pairs sorted by key; the pairing key of a series.
@@ -251,8 +255,12 @@ impl<'a> Reader<'a> {
             Some(Marker::FixArray(_) | Marker::Array16 | Marker::Array32)
         );
         let mut rest = len - 1;
+        let mut duration = Duration::ZERO;
         if v2 {
-            self.time()?;
+            duration = self
+                .time()?
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
             rest -= 1;
         }
         if rest < 4 {
@@ -273,6 +281,7 @@ impl<'a> Reader<'a> {
         }
         Ok(Snapshot {
             systemtime,
+            duration,
             metrics,
         })
     }
@@ -328,6 +337,7 @@ impl<'a> Reader<'a> {
             return Err(self.error("a metric without a name"));
         }
         Ok(Metric {
+            id: id.to_string(),
             name: name.to_string(),
             labels,
             unit: unit.map(str::to_string),

@@ -240,7 +240,7 @@ pub fn render_sources(sources: &[SourceState], out: &mut String) {
 
 /// Time to the next multiple of `interval` since the epoch, so pulls of
 /// every exporter line up on wall-clock boundaries.
-fn until_next_boundary(interval: Duration) -> Duration {
+pub(crate) fn until_next_boundary(interval: Duration) -> Duration {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()

@@ -327,6 +327,35 @@ fn classic(
     unit: Option<Unit>,
     divisor: u64,
 ) {
+    let mut le = String::new();
+    let (total, sum) = power_of_two_buckets(layout, buckets, unit, |k, acc| {
+        le.clear();
+        le.push_str(&format_ratio((1u64 << k) as f64, divisor));
+        sample_start(&mut out.body, fam, "_bucket", labels, Some(("le", &le)));
+        push_u64(&mut out.body, acc);
+        out.body.push('\n');
+    });
+    sample_start(&mut out.body, fam, "_bucket", labels, Some(("le", "+Inf")));
+    push_u64(&mut out.body, total);
+    out.body.push('\n');
+    sample_start(&mut out.body, fam, "_sum", labels, None);
+    push_f64(&mut out.body, sum / divisor as f64);
+    out.body.push('\n');
+    sample_start(&mut out.body, fam, "_count", labels, None);
+    push_u64(&mut out.body, total);
+    out.body.push('\n');
+}
+
+/// Calls `f(k, count below 2^k)` for the fixed power-of-two bounds of
+/// `unit` (the agent's default `/metrics` range), then returns the total
+/// count and the sum estimated from bucket midpoints. Shared with the
+/// pusher's remote-write histograms.
+pub fn power_of_two_buckets(
+    layout: Layout,
+    buckets: &[u64],
+    unit: Option<Unit>,
+    mut f: impl FnMut(u32, u64),
+) -> (u64, f64) {
     let (min, max) = match unit {
         Some(Unit::Nanoseconds) => (10, 34),
         Some(Unit::Bytes) => (6, 26),
@@ -334,38 +363,22 @@ fn classic(
     };
     let mut acc = 0u64;
     let mut next = 0usize;
-    let mut le = String::new();
     for k in min..=max {
-        let end = match 1u64.checked_shl(k) {
-            Some(bound) if k < 64 => layout.index(bound).min(buckets.len()),
-            _ => buckets.len(),
-        };
+        let end = layout.index(1u64 << k).min(buckets.len());
         if end > next {
             acc += buckets[next..end].iter().sum::<u64>();
             next = end;
         }
-        le.clear();
-        le.push_str(&format_ratio((1u64 << k) as f64, divisor));
-        sample_start(&mut out.body, fam, "_bucket", labels, Some(("le", &le)));
-        push_u64(&mut out.body, acc);
-        out.body.push('\n');
+        f(k, acc);
     }
     let total = acc + buckets[next..].iter().sum::<u64>();
-    sample_start(&mut out.body, fam, "_bucket", labels, Some(("le", "+Inf")));
-    push_u64(&mut out.body, total);
-    out.body.push('\n');
-    let sum: f64 = buckets
+    let sum = buckets
         .iter()
         .enumerate()
         .filter(|(_, c)| **c > 0)
         .map(|(i, c)| *c as f64 * midpoint(layout, i))
         .sum();
-    sample_start(&mut out.body, fam, "_sum", labels, None);
-    push_f64(&mut out.body, sum / divisor as f64);
-    out.body.push('\n');
-    sample_start(&mut out.body, fam, "_count", labels, None);
-    push_u64(&mut out.body, total);
-    out.body.push('\n');
+    (total, sum)
 }
 
 fn midpoint(layout: Layout, i: usize) -> f64 {
@@ -412,7 +425,7 @@ fn push_f64(out: &mut String, v: f64) {
 }
 
 /// A metric name Prometheus accepts: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-fn metric_name(name: &str) -> String {
+pub(crate) fn metric_name(name: &str) -> String {
     let mut out: String = name
         .chars()
         .map(|c| match c {
@@ -427,7 +440,7 @@ fn metric_name(name: &str) -> String {
 }
 
 /// A label name Prometheus accepts (and not a reserved `__` one).
-fn label_key(key: &str) -> String {
+pub(crate) fn label_key(key: &str) -> String {
     let mut out = metric_name(key).replace(':', "_");
     if out.starts_with("__") {
         out.insert(0, 'x');

@@ -286,3 +286,123 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A request a [`TestServer`] received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A real HTTP/1.1 server on loopback for faults that cannot be made real
+/// (an upstream answering 503 or 400 on purpose). It records every request
+/// and answers with `respond(request, nth request to that path)`:
+/// (status, extra headers, body).
+pub struct TestServer {
+    pub port: u16,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+type Respond = dyn Fn(&Received, usize) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync;
+
+impl TestServer {
+    pub fn start(
+        respond: impl Fn(&Received, usize) -> (u16, Vec<(String, String)>, Vec<u8>)
+            + Send
+            + Sync
+            + 'static,
+    ) -> TestServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Received>::new()));
+        let rec = std::sync::Arc::clone(&received);
+        let respond: std::sync::Arc<Respond> = std::sync::Arc::new(respond);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let rec = std::sync::Arc::clone(&rec);
+                let respond = std::sync::Arc::clone(&respond);
+                std::thread::spawn(move || {
+                    let _ = serve_one(conn, &rec, &*respond);
+                });
+            }
+        });
+        TestServer { port, received }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn requests(&self, path: &str) -> Vec<Received> {
+        let all = self.received.lock().unwrap();
+        all.iter().filter(|r| r.path == path).cloned().collect()
+    }
+}
+
+fn serve_one(
+    conn: std::net::TcpStream,
+    rec: &std::sync::Mutex<Vec<Received>>,
+    respond: &Respond,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body)?;
+    let req = Received {
+        method,
+        path,
+        headers,
+        body,
+    };
+    let nth = {
+        let mut all = rec.lock().unwrap();
+        let nth = all.iter().filter(|r| r.path == req.path).count();
+        all.push(req.clone());
+        nth
+    };
+    let (status, extra, body) = respond(&req, nth);
+    let mut out = format!(
+        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in extra {
+        out += &format!("{k}: {v}\r\n");
+    }
+    out += "\r\n";
+    let mut conn = conn;
+    conn.write_all(out.as_bytes())?;
+    conn.write_all(&body)
+}

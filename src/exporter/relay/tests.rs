@@ -19,8 +19,10 @@ fn hist(values: &[(u64, u64)]) -> Vec<u64> {
 fn snapshot(secs: u64, buckets: Vec<u64>, counter: u64) -> Snapshot {
     Snapshot {
         systemtime: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        duration: Duration::ZERO,
         metrics: vec![
             Metric {
+                id: String::new(),
                 name: "syscall_latency".into(),
                 labels: vec![("op".into(), "read".into())],
                 unit: Some("nanoseconds".into()),
@@ -30,6 +32,7 @@ fn snapshot(secs: u64, buckets: Vec<u64>, counter: u64) -> Snapshot {
                 },
             },
             Metric {
+                id: String::new(),
                 name: "cpu_usage".into(),
                 labels: vec![("state".into(), "user".into())],
                 unit: Some("nanoseconds".into()),
@@ -178,8 +181,10 @@ fn labels_are_sanitised_and_source_labels_win() {
     let mut s = SourceState::new("http://h:1", &labels, false);
     let snap = Snapshot {
         systemtime: SystemTime::UNIX_EPOCH,
+        duration: Duration::ZERO,
         metrics: vec![
             Metric {
+                id: String::new(),
                 name: "cpu/usage".into(),
                 labels: vec![
                     ("instance".into(), "x".into()),
@@ -190,6 +195,7 @@ fn labels_are_sanitised_and_source_labels_win() {
             },
             // The same series twice: relayed once, counted.
             Metric {
+                id: String::new(),
                 name: "cpu/usage".into(),
                 labels: vec![
                     ("instance".into(), "x".into()),
@@ -200,6 +206,7 @@ fn labels_are_sanitised_and_source_labels_win() {
             },
             // Same Prometheus name as a gauge: a type conflict.
             Metric {
+                id: String::new(),
                 name: "cpu_usage".into(),
                 labels: vec![],
                 unit: None,

@@ -1,0 +1,208 @@
+//! Prometheus remote-write 1.0: a snapshot as `WriteRequest`s (protobuf
+//! via prost, snappy block format), named as on the agent's `/metrics`.
+
+use crate::exporter::decode::{Snapshot, Value};
+use crate::exporter::relay::{label_key, metric_name, power_of_two_buckets};
+use crate::registry::{prom_name_of, Unit};
+
+/// Series per request: keeps a request well under receivers' body limits
+/// (a few hundred KB before compression).
+pub const MAX_SERIES_PER_REQUEST: usize = 2000;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WriteRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<TimeSeries>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimeSeries {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Label {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Sample {
+    #[prost(double, tag = "1")]
+    pub value: f64,
+    #[prost(int64, tag = "2")]
+    pub timestamp: i64,
+}
+
+/// Every series of the snapshot, one sample each at the snapshot's time.
+/// Histograms become classic `_bucket{le}`/`_sum`/`_count` series with the
+/// agent's fixed power-of-two bounds, so `histogram_quantile` works upstream.
+pub fn series(snapshot: &Snapshot) -> Vec<TimeSeries> {
+    let ts = snapshot
+        .systemtime
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    let mut out = Vec::with_capacity(snapshot.metrics.len());
+    for m in &snapshot.metrics {
+        let unit = m.unit.as_deref().and_then(Unit::parse);
+        let (suffix, divisor) = unit.map_or(("", 1), |u| (u.prom_suffix(), u.divisor()));
+        let name = metric_name(&m.name);
+        let labels: Vec<Label> = m
+            .labels
+            .iter()
+            .map(|(k, v)| Label {
+                name: label_key(k),
+                value: v.clone(),
+            })
+            .collect();
+        let mut push = |name: String, extra: Option<(&str, String)>, value: f64| {
+            let mut l = labels.clone();
+            l.push(Label {
+                name: "__name__".into(),
+                value: name,
+            });
+            if let Some((k, v)) = extra {
+                l.push(Label {
+                    name: k.into(),
+                    value: v,
+                });
+            }
+            // Receivers require labels sorted by name.
+            l.sort_by(|a, b| a.name.cmp(&b.name));
+            l.dedup_by(|a, b| a.name == b.name);
+            out.push(TimeSeries {
+                labels: l,
+                samples: vec![Sample {
+                    value,
+                    timestamp: ts,
+                }],
+            });
+        };
+        match &m.value {
+            Value::Counter(v) => push(
+                prom_name_of(&name, true, suffix),
+                None,
+                *v as f64 / divisor as f64,
+            ),
+            Value::Gauge(v) => push(
+                prom_name_of(&name, false, suffix),
+                None,
+                *v as f64 / divisor as f64,
+            ),
+            Value::Histogram { layout, buckets } => {
+                let base = prom_name_of(&name, false, suffix);
+                let bucket = format!("{base}_bucket");
+                let (total, sum) = power_of_two_buckets(*layout, buckets, unit, |k, acc| {
+                    let le =
+                        crate::exposition::prometheus::format_ratio((1u64 << k) as f64, divisor);
+                    push(bucket.clone(), Some(("le", le)), acc as f64);
+                });
+                push(bucket, Some(("le", "+Inf".into())), total as f64);
+                push(format!("{base}_sum"), None, sum / divisor as f64);
+                push(format!("{base}_count"), None, total as f64);
+            }
+        }
+    }
+    out
+}
+
+/// The snappy-compressed bodies of the requests for `series`, in order.
+pub fn encode(series: Vec<TimeSeries>) -> Vec<Vec<u8>> {
+    let mut bodies = Vec::new();
+    let mut series = series.into_iter().peekable();
+    while series.peek().is_some() {
+        let req = WriteRequest {
+            timeseries: series.by_ref().take(MAX_SERIES_PER_REQUEST).collect(),
+        };
+        let raw = prost::Message::encode_to_vec(&req);
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&raw)
+            .expect("snappy compresses any buffer under 4 GiB");
+        bodies.push(body);
+    }
+    bodies
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exporter::decode::Metric;
+    use crate::histogram::Layout;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn histograms_become_classic_series_with_sorted_labels() {
+        let layout = Layout::new(3, 64).unwrap();
+        let mut buckets = vec![0u64; layout.buckets()];
+        buckets[layout.index(3_000)] = 4; // 3 µs
+        let snap = Snapshot {
+            systemtime: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            duration: Duration::ZERO,
+            metrics: vec![
+                Metric {
+                    id: String::new(),
+                    name: "syscall_latency".into(),
+                    labels: vec![("op".into(), "read".into())],
+                    unit: Some("nanoseconds".into()),
+                    value: Value::Histogram { layout, buckets },
+                },
+                Metric {
+                    id: String::new(),
+                    name: "memory_total".into(),
+                    labels: vec![],
+                    unit: Some("bytes".into()),
+                    value: Value::Gauge(1024),
+                },
+            ],
+        };
+        let s = series(&snap);
+        let find = |name: &str, le: Option<&str>| {
+            s.iter()
+                .find(|t| {
+                    t.labels
+                        .iter()
+                        .any(|l| l.name == "__name__" && l.value == name)
+                        && le.is_none_or(|le| {
+                            t.labels.iter().any(|l| l.name == "le" && l.value == le)
+                        })
+                })
+                .unwrap_or_else(|| panic!("{name} {le:?}"))
+        };
+        let b = find("syscall_latency_seconds_bucket", Some("0.000002048"));
+        assert_eq!(b.samples[0].value, 0.0);
+        assert_eq!(b.samples[0].timestamp, 1_700_000_000_123);
+        let names: Vec<&str> = b.labels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["__name__", "le", "op"]);
+        assert_eq!(
+            find("syscall_latency_seconds_bucket", Some("0.000004096")).samples[0].value,
+            4.0
+        );
+        assert_eq!(
+            find("syscall_latency_seconds_bucket", Some("+Inf")).samples[0].value,
+            4.0
+        );
+        assert_eq!(
+            find("syscall_latency_seconds_count", None).samples[0].value,
+            4.0
+        );
+        assert_eq!(find("memory_total_bytes", None).samples[0].value, 1024.0);
+
+        let bodies = encode(s.clone());
+        assert_eq!(bodies.len(), 1);
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&bodies[0])
+            .unwrap();
+        let back: WriteRequest = prost::Message::decode(&raw[..]).unwrap();
+        assert_eq!(back.timeseries, s);
+        let many: Vec<TimeSeries> = (0..MAX_SERIES_PER_REQUEST * 2 + 1)
+            .map(|_| s[0].clone())
+            .collect();
+        assert_eq!(encode(many).len(), 3);
+    }
+}
