@@ -46,6 +46,10 @@ fn two_agents_through_the_exporter_into_prometheus() {
         &[a.url(""), b.url("")],
         "[prometheus]\npercentiles = [0.5, 0.99]\nhistograms = true\n",
     ));
+    // The first answer already carries the first pull: never an empty 200.
+    let first = body(&exporter);
+    assert_eq!(source_up(&first, &sa), Some(1.0), "{first}");
+    assert!(first.contains("memory_total_bytes{"));
     let t = Duration::from_secs(30);
     // Percentiles need two snapshots; wait for the second interval.
     let text = wait_for("percentiles from both sources", t, || {

@@ -73,7 +73,7 @@ async fn serve(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         body: Mutex::new(Arc::new(Body::default())),
     });
-    let puller = Puller {
+    let mut puller = Puller {
         client: pull::client(),
         sources,
         settings,
@@ -85,6 +85,10 @@ async fn serve(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {
         gzip: Gzip::default(),
         shared: Arc::clone(&shared),
     };
+    // The first pull completes before the first scrape is answered, so no
+    // scrape ever sees an empty body.
+    puller.pull_all().await;
+    puller.publish();
     let pulling = tokio::spawn(puller.run());
     tracing::info!("listening on http://{local}/metrics");
     let app = Router::new()
@@ -147,9 +151,9 @@ struct Puller {
 impl Puller {
     async fn run(mut self) {
         loop {
+            tokio::time::sleep(until_next_boundary(self.interval)).await;
             self.pull_all().await;
             self.publish();
-            tokio::time::sleep(until_next_boundary(self.interval)).await;
         }
     }
 
