@@ -91,47 +91,48 @@ fn main() -> ExitCode {
 }
 
 fn agent(path: &Path, once: bool) -> ExitCode {
-    let config = match AgentConfig::load(path) {
-        Ok(c) => c,
-        Err(e) => return config_error(&e),
-    };
-    init_logging(config.log.level);
-    let result = if once {
-        agent::once(config)
-    } else {
-        agent::run(path, config)
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_mode(
+        AgentConfig::load(path),
+        |c| c.log.level,
+        |config| {
+            if once {
+                agent::once(config)
+            } else {
+                agent::run(path, config)
+            }
+        },
+    )
 }
 
 fn relay(path: &Path) -> ExitCode {
-    let config = match Source::read(path).and_then(|s| ExporterConfig::from_source(&s)) {
-        Ok(c) => c,
-        Err(e) => return config_error(&e),
-    };
-    init_logging(config.log.level);
-    match exporter::run(path, config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_mode(
+        Source::read(path).and_then(|s| ExporterConfig::from_source(&s)),
+        |c| c.log.level,
+        |config| exporter::run(path, config),
+    )
 }
 
 fn pusher(path: &Path) -> ExitCode {
-    let config = match Source::read(path).and_then(|s| PushConfig::from_source(&s)) {
+    run_mode(
+        Source::read(path).and_then(|s| PushConfig::from_source(&s)),
+        |c| c.log.level,
+        |config| push::run(path, config),
+    )
+}
+
+/// What every mode does: exit 2 on a bad config, else log at the config's
+/// level, run, and exit 1 with one line on a runtime error.
+fn run_mode<C>(
+    loaded: Result<C, ConfigError>,
+    level: fn(&C) -> LogLevel,
+    run: impl FnOnce(C) -> anyhow::Result<()>,
+) -> ExitCode {
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => return config_error(&e),
     };
-    init_logging(config.log.level);
-    match push::run(path, config) {
+    init_logging(level(&config));
+    match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -20,13 +20,7 @@ pub fn run(path: &Path, config: AgentConfig) -> anyhow::Result<()> {
         Some(user) => Some(supervisor::Supervisor::start(&config.push, user)?),
         None => None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        // Two workers serve scrapes; refreshes run on the blocking pool.
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("sonde")
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime("sonde")?;
     let result = runtime.block_on(async move {
         let addr = config.general.listen.0;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -49,6 +43,17 @@ pub fn run(path: &Path, config: AgentConfig) -> anyhow::Result<()> {
         p.stop();
     }
     result
+}
+
+/// The runtime of every mode: two workers are plenty for a handful of
+/// scrapes and pulls per second.
+pub(crate) fn runtime(thread_name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name(thread_name)
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Refreshes every sampler once and prints Prometheus text to stdout.

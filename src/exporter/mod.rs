@@ -38,13 +38,7 @@ struct Shared {
 }
 
 pub fn run(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("sonde-exporter")
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(serve(path, config))
+    crate::agent::runtime("sonde-exporter")?.block_on(serve(path, config))
 }
 
 async fn serve(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {

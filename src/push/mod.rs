@@ -61,13 +61,7 @@ fn sink_id(kind: &str, url: &str) -> String {
 }
 
 pub fn run(path: &Path, config: PushConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("sonde-push")
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(serve(path, config))
+    crate::agent::runtime("sonde-push")?.block_on(serve(path, config))
 }
 
 async fn serve(path: &Path, config: PushConfig) -> anyhow::Result<()> {
@@ -151,12 +145,13 @@ async fn serve(path: &Path, config: PushConfig) -> anyhow::Result<()> {
         config.source.interval.0
     );
     tracing::info!("listening on http://{local}/metrics");
+    let renderer = Arc::new(Renderer::default());
     let app = Router::new()
         .route(
             "/metrics",
-            get(|| async {
+            get(move || async move {
                 let mut out = String::new();
-                Renderer::default().render(Format::Text, &mut out);
+                renderer.render(Format::Text, &mut out);
                 (
                     [(
                         header::CONTENT_TYPE,

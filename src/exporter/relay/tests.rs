@@ -204,13 +204,21 @@ fn labels_are_sanitised_and_source_labels_win() {
                 unit: None,
                 value: Value::Gauge(5),
             },
-            // Same Prometheus name as a gauge: a type conflict.
+            // A counter `cpu_usage` is `cpu_usage_total`...
             Metric {
                 id: String::new(),
                 name: "cpu_usage".into(),
                 labels: vec![],
                 unit: None,
                 value: Value::Counter(1),
+            },
+            // ...and so is this gauge: a type conflict, left out.
+            Metric {
+                id: String::new(),
+                name: "cpu_usage_total".into(),
+                labels: vec![],
+                unit: None,
+                value: Value::Gauge(3),
             },
         ],
     };
@@ -221,6 +229,11 @@ fn labels_are_sanitised_and_source_labels_win() {
     );
     assert_eq!(s.duplicates.gauge(), 1);
     assert_eq!(s.families["cpu_usage_total"].kind, "counter");
+    assert_eq!(
+        s.families["cpu_usage_total"].body,
+        "cpu_usage_total{instance=\"db-1\"} 1\n"
+    );
+    assert_eq!(s.conflicts.gauge(), 1);
 }
 
 #[test]
