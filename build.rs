@@ -1,6 +1,6 @@
-//! Compiles every `bpf/<category>/<name>.bpf.c` into a libbpf skeleton at
-//! `$OUT_DIR/<category>_<name>.skel.rs` (adding a program needs no edit
-//! here), and turns the `#define NAME number` lines of the shared headers
+//! Compiles every `bpf/**/<name>.bpf.c` into a libbpf skeleton at
+//! `$OUT_DIR/<name>.skel.rs` (adding a program needs no edit here), and
+//! turns the `#define NAME number` lines of the headers
 //! into Rust constants (`$OUT_DIR/bpf_consts.rs`), so C and Rust share one
 //! source for sizes and slot offsets.
 
@@ -59,14 +59,13 @@ fn main() {
         .iter()
         .filter(|p| p.to_str().unwrap().ends_with(".bpf.c"))
     {
-        let category = src.parent().unwrap().file_name().unwrap().to_str().unwrap();
         let name = src
             .file_name()
             .unwrap()
             .to_str()
             .unwrap()
             .trim_end_matches(".bpf.c");
-        let skel = out.join(format!("{category}_{name}.skel.rs"));
+        let skel = out.join(format!("{name}.skel.rs"));
         SkeletonBuilder::new()
             .source(src)
             .clang_args([

@@ -9,20 +9,21 @@ use std::time::{Duration, SystemTime};
 
 use divan::Bencher;
 use sonde::agent::collector::Collector;
+use sonde::agent::config::AgentConfig;
 use sonde::bpf::mmap::MmapU64;
 use sonde::bpf::Histograms;
-use sonde::config::agent::AgentConfig;
 use sonde::config::Source;
-use sonde::exposition::prometheus::{Format, Renderer};
-use sonde::exposition::snapshot::{Encoder, Stamp};
-use sonde::histogram::{index, PowerOfTwoBounds, BUCKETS};
+use sonde::histogram::{index, Layout, PowerOfTwoBounds, BUCKETS};
+use sonde::prometheus::{Format, Renderer};
+use sonde::snapshot::{Encoder, Stamp};
 
 static COLLECTOR: OnceLock<Collector> = OnceLock::new();
 
 fn collector() -> &'static Collector {
     COLLECTOR.get_or_init(|| {
         let source = Source::from_text(Path::new("bench.toml"), String::new());
-        let config = AgentConfig::from_source(&source).expect("default config");
+        let no_push = |_: &Path| Err("no pusher in the bench".to_string());
+        let config = AgentConfig::from_source(&source, &no_push).expect("default config");
         let c = Collector::start(&config);
         c.refresh();
         c
@@ -74,10 +75,10 @@ fn encode_msgpack_snapshot(b: Bencher) {
     });
 }
 
-/// One H2 histogram to the /metrics bucket set (25 bounds).
+/// One H2 histogram to the /metrics time bucket set (26 bounds).
 #[divan::bench]
 fn downsample_histogram(b: Bencher) {
-    let bounds = PowerOfTwoBounds::new(10, 34);
+    let bounds = PowerOfTwoBounds::new(Layout::default(), 9, 34);
     let mut buckets = vec![0u64; BUCKETS];
     for v in [900u64, 2_000, 50_000, 1_000_000, 30_000_000] {
         buckets[index(v)] += 7;

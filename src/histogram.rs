@@ -1,6 +1,8 @@
-//! The H2 histogram layout shared with the `histogram` crate (and, from the
-//! eBPF samplers on, with the BPF side): grouping power 3, max value power
-//! 64, 496 buckets, at most 6.25 % relative error.
+//! All H2 histogram math, in one place: the layout shared with the
+//! `histogram` crate and the BPF side (grouping power 3, max value power 64,
+//! 496 buckets, at most 6.25 % relative error), layouts other agents write,
+//! and what the expositions derive from buckets: cumulative counts at
+//! powers of two, quantiles and sums estimated from bucket midpoints.
 
 pub const GROUPING_POWER: u8 = 3;
 pub const MAX_VALUE_POWER: u8 = 64;
@@ -112,20 +114,79 @@ impl Layout {
     }
 }
 
+impl Default for Layout {
+    /// Sonde's own layout (grouping power 3, max value power 64).
+    fn default() -> Self {
+        Layout {
+            grouping_power: GROUPING_POWER,
+            max_value_power: MAX_VALUE_POWER,
+        }
+    }
+}
+
+impl Layout {
+    /// The middle of bucket `i`: the value a bucket's count stands for when
+    /// only buckets are known (at most half a bucket from the truth).
+    pub fn midpoint(self, i: usize) -> f64 {
+        let (lo, hi) = self.range(i);
+        lo as f64 + (hi - lo) as f64 / 2.0
+    }
+}
+
+/// The sum of the values behind `buckets`, estimated from bucket midpoints
+/// (a snapshot carries buckets only).
+pub fn midpoint_sum(layout: Layout, buckets: &[u64]) -> f64 {
+    buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(i, c)| *c as f64 * layout.midpoint(i))
+        .sum()
+}
+
+/// Fills `out[i]` with the `qs[i]` quantile of the counts in `buckets` (the
+/// midpoint of the bucket holding that rank: at most half a bucket from the
+/// truth, 6.25 % for grouping power 3 — half the error of the upper edge)
+/// and returns the total count and the sum estimated from bucket midpoints.
+/// NaN quantiles when empty.
+pub fn quantiles(layout: Layout, buckets: &[u64], qs: &[f64], out: &mut [f64]) -> (u64, f64) {
+    let total: u64 = buckets.iter().sum();
+    out.fill(f64::NAN);
+    if total == 0 {
+        return (0, 0.0);
+    }
+    let sum = midpoint_sum(layout, buckets);
+    // Ranks in ascending order let one pass over the buckets answer all.
+    let mut order: Vec<usize> = (0..qs.len()).collect();
+    order.sort_by(|a, b| qs[*a].total_cmp(&qs[*b]));
+    let mut seen = 0u64;
+    let mut bucket = 0usize;
+    for j in order {
+        let rank = ((qs[j] * total as f64).ceil() as u64).clamp(1, total);
+        while seen + buckets[bucket] < rank {
+            seen += buckets[bucket];
+            bucket += 1;
+        }
+        out[j] = layout.midpoint(bucket);
+    }
+    (total, sum)
+}
+
 /// Cumulative counts at power-of-two upper bounds, for Prometheus' classic
 /// histograms. The bucket set is fixed (stable across scrapes) and each bound
-/// `2^k` is an H2 bucket boundary, so the downsampling adds no error beyond
-/// counting values equal to `2^k` in the next bucket up.
+/// `2^k` is a bucket boundary of every H2 layout, so the downsampling adds no
+/// error beyond counting values equal to `2^k` in the next bucket up.
 #[derive(Clone, Debug)]
 pub struct PowerOfTwoBounds {
-    /// `(k, index(2^k))` for every bound, ascending.
+    /// `(k, index of 2^k)` for every bound, ascending.
     bounds: Vec<(u32, usize)>,
 }
 
 impl PowerOfTwoBounds {
-    pub fn new(min_power: u32, max_power: u32) -> Self {
+    /// Bounds `2^min ..= 2^max` (at most `2^63`) over `layout`'s buckets.
+    pub fn new(layout: Layout, min_power: u32, max_power: u32) -> Self {
         let bounds = (min_power..=max_power.min(63))
-            .map(|k| (k, index(1u64 << k)))
+            .map(|k| (k, layout.index(1u64 << k)))
             .collect();
         PowerOfTwoBounds { bounds }
     }
@@ -147,7 +208,7 @@ impl PowerOfTwoBounds {
             }
             f(k, acc);
         }
-        acc + buckets[next..].iter().sum::<u64>()
+        acc + buckets[next.min(buckets.len())..].iter().sum::<u64>()
     }
 }
 
@@ -213,7 +274,7 @@ mod tests {
         for v in [1u64, 3, 4, 1000, 1024, 5000] {
             buckets[index(v)] += 1;
         }
-        let b = PowerOfTwoBounds::new(0, 12);
+        let b = PowerOfTwoBounds::new(Layout::default(), 0, 12);
         let mut seen = Vec::new();
         let total = b.cumulative(&buckets, |k, c| seen.push((k, c)));
         assert_eq!(total, 6);
@@ -224,5 +285,34 @@ mod tests {
         assert_eq!(at(10), 4); // < 1024
         assert_eq!(at(11), 5); // < 2048
         assert_eq!(at(12), 5); // < 4096
+    }
+
+    #[test]
+    fn quantiles_are_within_half_a_bucket() {
+        let hist = |values: &[(u64, u64)]| {
+            let mut b = vec![0u64; BUCKETS];
+            for &(v, n) in values {
+                b[index(v)] += n;
+            }
+            b
+        };
+        // 1,000 values at 1 ms and 10 at 100 ms.
+        let b = hist(&[(1_000_000, 1000), (100_000_000, 10)]);
+        let qs = [0.5, 0.99, 0.999, 0.9999];
+        let mut out = [0.0; 4];
+        let (count, sum) = quantiles(Layout::default(), &b, &qs, &mut out);
+        assert_eq!(count, 1010);
+        let near = |got: f64, want: f64| (got - want).abs() / want <= 0.0625;
+        assert!(near(out[0], 1e6), "p50 {}", out[0]);
+        assert!(near(out[1], 1e6), "p99 {}", out[1]); // rank 1000 of 1010
+        assert!(near(out[2], 1e8), "p99.9 {}", out[2]); // rank 1009
+        assert!(near(out[3], 1e8), "p99.99 {}", out[3]);
+        assert!(near(sum, 1000.0 * 1e6 + 10.0 * 1e8), "sum {sum}");
+        let (count, _) = quantiles(Layout::default(), &hist(&[]), &qs, &mut out);
+        assert_eq!(count, 0);
+        assert!(out.iter().all(|v| v.is_nan()));
+        // Exact small values: lower buckets are one value wide.
+        let (_, _) = quantiles(Layout::default(), &hist(&[(3, 5)]), &[0.5], &mut out[..1]);
+        assert_eq!(out[0], 3.0);
     }
 }

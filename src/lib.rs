@@ -1,15 +1,27 @@
 //! Sonde: an eBPF-first Linux kernel telemetry agent. The library holds
 //! everything; `main.rs` is the command line. Benchmarks use it too.
+//!
+//! Layers (arrows point down only): the modes (`agent`, `exporter`,
+//! `push`) use the shared homes (`serve`, `snapshot`, `spool`,
+//! `prometheus`, `samplers`, `runtime`), which use the foundations
+//! (`bpf`, `registry`, `histogram`, `config`). A mode never imports
+//! another mode.
 
 pub mod agent;
+pub mod exporter;
+pub mod push;
+
+pub mod prometheus;
+pub mod runtime;
+pub mod samplers;
+pub mod serve;
+pub mod snapshot;
+pub mod spool;
+
 pub mod bpf;
 pub mod config;
-pub mod exporter;
-pub mod exposition;
 pub mod histogram;
-pub mod push;
 pub mod registry;
-mod samplers;
 
 #[cfg(test)]
 mod catalog;

@@ -7,8 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use config::agent::AgentConfig;
-use config::{exporter::ExporterConfig, push::PushConfig, ConfigError, Kind, LogLevel, Source};
+use agent::config::AgentConfig;
+use config::{ConfigError, LogLevel, Source};
+use exporter::config::ExporterConfig;
+use push::config::PushConfig;
 
 /// Sonde measures what /proc cannot give you — latency distributions of the
 /// run queue, block I/O, syscalls and TCP, aggregated in the kernel — and
@@ -36,7 +38,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the agent: load samplers, serve /metrics on [general] listen
+    /// Run the agent: load samplers, serve /metrics on [listen] address
     /// (default 127.0.0.1:4251). Needs root for the eBPF samplers.
     Agent {
         /// Agent config file (TOML).
@@ -47,7 +49,8 @@ enum Command {
     },
     /// Run the relay exporter: pull /metrics/binary from the agents in
     /// [[sources]] every [general] interval and serve one Prometheus target
-    /// (default 127.0.0.1:4252) with latency percentiles. Needs no privileges.
+    /// on [listen] address (default 127.0.0.1:4252) with latency
+    /// percentiles. Needs no privileges.
     Exporter {
         /// Exporter config file (TOML), e.g. config/exporter.toml.
         config: PathBuf,
@@ -55,7 +58,8 @@ enum Command {
     /// Run the pusher: pull the agent's /metrics/binary every [source]
     /// interval, spool each snapshot to disk and deliver it to every
     /// [[sinks]] (Prometheus remote-write 1.0, or HTTP POST of msgpack/JSON)
-    /// in order, retrying while upstream is down. Needs no privileges.
+    /// in order, retrying while upstream is down. Its own /metrics is on
+    /// [listen] address (default 127.0.0.1:4253). Needs no privileges.
     Push {
         /// Push config file (TOML), e.g. config/push.toml.
         config: PathBuf,
@@ -68,6 +72,30 @@ enum Command {
         #[arg(long, value_enum)]
         kind: Option<Kind>,
     },
+}
+
+/// The three kinds of config file `sonde check` understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Kind {
+    Agent,
+    Exporter,
+    Push,
+}
+
+impl Kind {
+    /// Guesses the kind from the sections a file has.
+    fn detect(table: &toml::Table) -> Kind {
+        if table.contains_key("sources") {
+            Kind::Exporter
+        } else if table.contains_key("sinks")
+            || table.contains_key("spool")
+            || table.contains_key("source")
+        {
+            Kind::Push
+        } else {
+            Kind::Agent
+        }
+    }
 }
 
 /// Exit code for a bad config or bad usage, like clap's.
@@ -92,7 +120,7 @@ fn main() -> ExitCode {
 
 fn agent(path: &Path, once: bool) -> ExitCode {
     run_mode(
-        AgentConfig::load(path),
+        AgentConfig::load(path, &push::spool_path),
         |c| c.log.level,
         |config| {
             if once {
@@ -152,7 +180,7 @@ fn check(path: &Path, kind: Option<Kind>) -> ExitCode {
         (None, Err(e)) => return config_error(&e),
     };
     let result = match kind {
-        Kind::Agent => AgentConfig::from_source(&source).map(drop),
+        Kind::Agent => AgentConfig::from_source(&source, &push::spool_path).map(drop),
         Kind::Exporter => ExporterConfig::from_source(&source).map(drop),
         Kind::Push => PushConfig::from_source(&source).map(drop),
     };

@@ -67,78 +67,27 @@ impl Unit {
             _ => return None,
         })
     }
-
-    /// Suffix of the Prometheus name (base units).
-    pub fn prom_suffix(self) -> &'static str {
-        match self {
-            Unit::Bytes => "_bytes",
-            Unit::Nanoseconds | Unit::Seconds => "_seconds",
-            Unit::Count | Unit::Milli => "",
-        }
-    }
-
-    /// What a stored value is divided by to reach the Prometheus base unit.
-    pub fn divisor(self) -> u64 {
-        match self {
-            Unit::Nanoseconds => 1_000_000_000,
-            Unit::Milli => 1_000,
-            Unit::Count | Unit::Bytes | Unit::Seconds => 1,
-        }
-    }
 }
 
-/// Static description of a family: what the README catalog lists.
+/// Static description of a family: what the metric catalog lists.
 #[derive(Debug)]
 pub struct Desc {
-    /// Registry name, e.g. `cpu_usage`.
+    /// Registry name: the Prometheus base name, e.g. `cpu_usage` (rendered
+    /// `cpu_usage_seconds_total`) or `tcp_bytes` (`tcp_bytes_total`).
     pub name: &'static str,
     pub kind: Kind,
     pub unit: Unit,
     /// Label keys, in the order `Family::series` takes their values.
     pub labels: &'static [&'static str],
-    /// The sampler that fills it (`sonde` for the agent's own metrics).
-    /// This and `source` exist for the README catalog and its test.
-    #[allow(dead_code)]
+    /// The sampler that fills it (its config name), or `sonde`, `exporter`,
+    /// `push` for the modes' own metrics.
     pub sampler: &'static str,
     /// Where the numbers come from, for the catalog.
-    #[allow(dead_code)]
     pub source: &'static str,
     pub help: &'static str,
-}
-
-impl Desc {
-    /// The Prometheus family name: unit suffix, then `_total` for counters.
-    /// A time family named `…_time` becomes `…_seconds` (`softirq_time` →
-    /// `softirq_seconds_total`), as node_exporter names them.
-    pub fn prom_name(&self) -> String {
-        prom_name_of(
-            self.name,
-            self.kind == Kind::Counter,
-            self.unit.prom_suffix(),
-        )
-    }
-}
-
-/// The Prometheus name for a registry name, shared by the agent and the
-/// relay exporter (which names metrics it only knows from a snapshot).
-pub fn prom_name_of(name: &str, counter: bool, unit_suffix: &str) -> String {
-    let name = if counter {
-        name.strip_suffix("_total").unwrap_or(name)
-    } else {
-        name
-    };
-    let base = match unit_suffix {
-        "_seconds" => name.strip_suffix("_time").unwrap_or(name),
-        _ => name,
-    };
-    let mut out = base.to_string();
-    if !out.ends_with(unit_suffix) {
-        out.push_str(unit_suffix);
-    }
-    if counter {
-        out.push_str("_total");
-    }
-    out
+    /// `module_path!()` of the declaration: a test checks that a sampler's
+    /// families are declared in its own module.
+    pub module: &'static str,
 }
 
 pub struct Family {
@@ -167,7 +116,7 @@ pub struct Series {
     /// Label values in `Desc::labels` order.
     values: Box<[Box<str>]>,
     /// `k="v",k2="v2"`, escaped, without braces; empty without labels.
-    prom_labels: Box<str>,
+    label_text: Box<str>,
     /// Unique, stable snapshot id: the registry name with its labels.
     id: Box<str>,
     value: Value,
@@ -204,20 +153,20 @@ impl Family {
         {
             return Arc::clone(s);
         }
-        let mut prom_labels = String::new();
+        let mut label_text = String::new();
         for (i, (k, v)) in self.desc.labels.iter().zip(values).enumerate() {
             if i > 0 {
-                prom_labels.push(',');
+                label_text.push(',');
             }
-            prom_labels.push_str(k);
-            prom_labels.push_str("=\"");
-            escape_label_value(v, &mut prom_labels);
-            prom_labels.push('"');
+            label_text.push_str(k);
+            label_text.push_str("=\"");
+            escape_label_value(v, &mut label_text);
+            label_text.push('"');
         }
-        let id = if prom_labels.is_empty() {
+        let id = if label_text.is_empty() {
             self.desc.name.to_string()
         } else {
-            format!("{}{{{}}}", self.desc.name, prom_labels)
+            format!("{}{{{}}}", self.desc.name, label_text)
         };
         let value = match self.desc.kind {
             Kind::Histogram => Value::Histogram(HistogramValue {
@@ -231,7 +180,7 @@ impl Family {
         let s = Arc::new(Series {
             family: self,
             values: values.iter().map(|v| Box::from(*v)).collect(),
-            prom_labels: prom_labels.into(),
+            label_text: label_text.into(),
             id: id.into(),
             value,
         });
@@ -283,8 +232,8 @@ impl Series {
             .zip(self.values.iter().map(|v| &**v))
     }
 
-    pub fn prom_labels(&self) -> &str {
-        &self.prom_labels
+    pub fn label_text(&self) -> &str {
+        &self.label_text
     }
 
     pub fn id(&self) -> &str {
@@ -333,7 +282,9 @@ impl Series {
     }
 }
 
-/// Prometheus label-value escaping: backslash, double quote, newline.
+/// Label-value escaping of the series text form `name{k="v"}`, which both
+/// the snapshot ids and the Prometheus exposition use: backslash, double
+/// quote, newline.
 pub fn escape_label_value(v: &str, out: &mut String) {
     for c in v.chars() {
         match c {
@@ -345,36 +296,41 @@ pub fn escape_label_value(v: &str, out: &mut String) {
     }
 }
 
-/// All families, sorted by Prometheus name so output is grouped and stable.
+/// All families, sorted by registry name.
 pub fn families() -> &'static [&'static Family] {
-    &sorted().0
-}
-
-/// The Prometheus name of `families()[i]`, computed once.
-pub fn prom_name(i: usize) -> &'static str {
-    &sorted().1[i]
-}
-
-fn sorted() -> &'static (Vec<&'static Family>, Vec<String>) {
-    static SORTED: OnceLock<(Vec<&'static Family>, Vec<String>)> = OnceLock::new();
+    static SORTED: OnceLock<Vec<&'static Family>> = OnceLock::new();
     SORTED.get_or_init(|| {
-        let mut v: Vec<(String, &'static Family)> =
-            FAMILIES.iter().map(|f| (f.desc.prom_name(), f)).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v.into_iter().map(|(n, f)| (f, n)).unzip()
+        let mut v: Vec<&'static Family> = FAMILIES.iter().collect();
+        v.sort_by_key(|f| f.desc.name);
+        v
     })
 }
 
 /// Declares a metric family and registers it in [`FAMILIES`].
 ///
 /// ```ignore
-/// family!(pub CPU_USAGE: Counter "cpu_usage", Nanoseconds, ["state", "cpu"],
-///         "cpu", "/proc/stat", "CPU time spent in each state");
+/// family! {
+///     pub static CPU_USAGE: Counter {
+///         name: "cpu_usage",
+///         unit: Nanoseconds,
+///         labels: ["state", "cpu"],
+///         sampler: "cpu",
+///         source: "/proc/stat",
+///         help: "CPU time spent in each state.",
+///     }
+/// }
 /// ```
 #[macro_export]
 macro_rules! family {
-    ($vis:vis $ident:ident: $kind:ident $name:literal, $unit:ident, [$($label:literal),*],
-     $sampler:expr, $source:literal, $help:literal) => {
+    ($(#[$meta:meta])* $vis:vis static $ident:ident: $kind:ident {
+        name: $name:literal,
+        unit: $unit:ident,
+        labels: [$($label:literal),* $(,)?],
+        sampler: $sampler:literal,
+        source: $source:literal,
+        help: $help:literal $(,)?
+    }) => {
+        $(#[$meta])*
         #[linkme::distributed_slice($crate::registry::FAMILIES)]
         $vis static $ident: $crate::registry::Family =
             $crate::registry::Family::new($crate::registry::Desc {
@@ -385,6 +341,7 @@ macro_rules! family {
                 sampler: $sampler,
                 source: $source,
                 help: $help,
+                module: module_path!(),
             });
     };
 }
@@ -393,51 +350,27 @@ macro_rules! family {
 mod tests {
     use super::*;
 
-    crate::family!(TEST_FAMILY: Gauge "test_registry_gauge", Bytes, ["k"], "test", "test", "x");
+    crate::family! {
+        static TEST_FAMILY: Gauge {
+            name: "test_registry_gauge",
+            unit: Bytes,
+            labels: ["k"],
+            sampler: "test",
+            source: "test",
+            help: "x",
+        }
+    }
 
     #[test]
     fn series_are_deduplicated_and_pruned() {
         let a = TEST_FAMILY.series(&["a\"b"]);
         let again = TEST_FAMILY.series(&["a\"b"]);
         assert!(Arc::ptr_eq(&a, &again));
-        assert_eq!(a.prom_labels(), r#"k="a\"b""#);
+        assert_eq!(a.label_text(), r#"k="a\"b""#);
         assert_eq!(a.id(), r#"test_registry_gauge{k="a\"b"}"#);
         drop((a, again));
         let mut n = 0;
         TEST_FAMILY.for_each(|_| n += 1);
         assert_eq!(n, 0, "a dropped series must disappear");
-    }
-
-    #[test]
-    fn prometheus_names_follow_units() {
-        let d = |name, kind, unit| Desc {
-            name,
-            kind,
-            unit,
-            labels: &[],
-            sampler: "",
-            source: "",
-            help: "",
-        };
-        assert_eq!(
-            d("cpu_usage", Kind::Counter, Unit::Nanoseconds).prom_name(),
-            "cpu_usage_seconds_total"
-        );
-        assert_eq!(
-            d("memory_total", Kind::Gauge, Unit::Bytes).prom_name(),
-            "memory_total_bytes"
-        );
-        assert_eq!(
-            d("process_start_time_seconds", Kind::Gauge, Unit::Seconds).prom_name(),
-            "process_start_time_seconds"
-        );
-        assert_eq!(
-            d("x_latency", Kind::Histogram, Unit::Nanoseconds).prom_name(),
-            "x_latency_seconds"
-        );
-        assert_eq!(
-            d("softirq_time", Kind::Counter, Unit::Nanoseconds).prom_name(),
-            "softirq_seconds_total"
-        );
     }
 }

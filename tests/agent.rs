@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use common::*;
 
-/// Prometheus family names listed in the README's metric catalog.
-fn readme_families() -> Vec<String> {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let start = readme
+/// Prometheus family names listed in the metric catalog (docs/metrics.md).
+fn catalog_families() -> Vec<String> {
+    let catalog = std::fs::read_to_string(repo().join("docs/metrics.md")).unwrap();
+    let start = catalog
         .find("<!-- catalog:start -->")
         .expect("catalog start marker");
-    let end = readme
+    let end = catalog
         .find("<!-- catalog:end -->")
         .expect("catalog end marker");
-    readme[start..end]
+    catalog[start..end]
         .lines()
         .filter_map(|l| l.strip_prefix("| `"))
         .map(|l| l.split('`').next().unwrap().to_string())
@@ -34,7 +34,7 @@ fn metrics_are_valid_complete_and_true() {
     let mem = sample(&text, "memory_total_bytes", &[]).expect("memory_total_bytes");
     assert_eq!(mem, mem_total_bytes());
 
-    // Every family the README promises is served (histograms by their
+    // Every family the catalog promises is served (histograms by their
     // _count sample), except those that only exist under a condition, which
     // tests/bpf.rs brings about: drop reasons appear with the first drop,
     // program run statistics need kernel.bpf_stats_enabled=1.
@@ -43,7 +43,7 @@ fn metrics_are_valid_complete_and_true() {
         "sonde_bpf_program_runs_total",
         "sonde_bpf_program_run_seconds_total",
     ];
-    let families = readme_families();
+    let families = catalog_families();
     assert!(families.len() > 30, "catalog parsed: {families:?}");
     let served = |f: &str| {
         ["", "_count"].iter().any(|suffix| {
@@ -61,7 +61,7 @@ fn metrics_are_valid_complete_and_true() {
         .collect();
     assert!(
         missing.is_empty(),
-        "families in the README but not served: {missing:?}"
+        "families in the catalog but not served: {missing:?}"
     );
 
     // No timestamps: every sample line is `name{labels} value`.
@@ -152,8 +152,8 @@ fn binary_snapshot_decodes_with_metriken_exposition() {
     let mem = snap
         .gauges
         .iter()
-        .find(|g| g.metadata.get("metric").map(String::as_str) == Some("memory_total"))
-        .expect("memory_total gauge");
+        .find(|g| g.metadata.get("metric").map(String::as_str) == Some("memory_total_bytes"))
+        .expect("memory_total_bytes gauge");
     assert_eq!(mem.value as f64, mem_total_bytes());
     assert_eq!(mem.metadata["unit"], "bytes");
     let cpu: Vec<_> = snap
@@ -185,7 +185,7 @@ fn binary_snapshot_decodes_with_metriken_exposition() {
     assert!(snap
         .gauges
         .iter()
-        .any(|g| g.metadata["metric"] == "memory_total"));
+        .any(|g| g.metadata["metric"] == "memory_total_bytes"));
 }
 
 #[test]

@@ -338,9 +338,9 @@ fn syn_to_a_full_backlog_is_retransmitted() {
     };
     // Fill the never-accepted queue with non-blocking connects and keep
     // them open: the ones whose SYN was dropped retransmit it after ~1 s.
+    // SAFETY: plain socket calls on fds this test owns.
     let held: Vec<i32> = (0..4)
         .map(|_| unsafe {
-            // SAFETY: plain socket calls on fds this test owns.
             let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
             let mut addr: libc::sockaddr_in = std::mem::zeroed();
             addr.sin_family = libc::AF_INET as u16;

@@ -133,14 +133,14 @@ fn inverted_histogram_range() {
 #[test]
 fn unparsable_listen_address() {
     assert_rejected(
-        "[general]\nlisten = \"localhost:http\"\n",
-        "general.listen",
+        "[listen]\naddress = \"localhost:http\"\n",
+        "listen.address",
         2,
         "invalid listen address",
     );
     assert_rejected(
-        "[general]\nlisten = \"127.0.0.1:99999\"\n",
-        "general.listen",
+        "[listen]\naddress = \"127.0.0.1:99999\"\n",
+        "listen.address",
         2,
         "invalid listen address",
     );
@@ -303,7 +303,7 @@ fn port_in_use_is_one_clear_line() {
         "{stderr}"
     );
     assert!(lines[0].contains("address already in use"), "{stderr}");
-    assert!(lines[0].contains("general.listen"), "{stderr}");
+    assert!(lines[0].contains("listen.address"), "{stderr}");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use common::*;
 
 fn exporter_config(sources: &[String], extra: &str) -> String {
     let mut c = String::from(
-        "[general]\nlisten = \"127.0.0.1:0\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
+        "[listen]\naddress = \"127.0.0.1:0\"\n[general]\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
     );
     for s in sources {
         c += &format!("[[sources]]\nurl = \"{s}\"\n");

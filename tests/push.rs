@@ -205,7 +205,7 @@ fn retries_5xx_drops_400_and_posts_gzip_msgpack_with_the_token() {
     assert!(snap
         .gauges
         .iter()
-        .any(|g| g.metadata.get("metric").map(String::as_str) == Some("memory_total")));
+        .any(|g| g.metadata.get("metric").map(String::as_str) == Some("memory_total_bytes")));
 
     let json = wait_for("a JSON post", Duration::from_secs(10), || {
         server.requests("/json").pop()
@@ -217,6 +217,9 @@ fn retries_5xx_drops_400_and_posts_gzip_msgpack_with_the_token() {
         .unwrap();
     let snap: metriken_exposition::SnapshotV2 = serde_json::from_slice(&raw).unwrap();
     assert!(!snap.histograms.is_empty());
+    // The agent's own metadata, written by the agent's JSON writer.
+    assert_eq!(snap.metadata["source"], "sonde");
+    assert_eq!(snap.metadata["version"], env!("CARGO_PKG_VERSION"));
 }
 
 #[test]
@@ -331,6 +334,7 @@ fn the_agent_supervises_the_pusher_as_an_unprivileged_user() {
     assert_eq!(owner, 65534, "the spool belongs to the pusher's user");
 
     // Killed: restarted (after a 1 s backoff) with a new pid.
+    // SAFETY: signalling the agent's child, found in /proc just above.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let (again, _, _) = wait_for("a restarted pusher", Duration::from_secs(10), || {
         children(agent_pid)
@@ -340,6 +344,7 @@ fn the_agent_supervises_the_pusher_as_an_unprivileged_user() {
     assert_ne!(again, pid);
 
     // Stopping the agent stops the pusher.
+    // SAFETY: signalling the agent this test started.
     unsafe { libc::kill(agent_pid as i32, libc::SIGTERM) };
     let mut agent = agent;
     let status = agent.child.wait().unwrap();

@@ -22,4 +22,5 @@ int h2_test(void *ctx)
 	return 0;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+/* GPL-compatible for the kernel (GPL-only helpers), MIT like the rest. */
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

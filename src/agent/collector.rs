@@ -7,22 +7,64 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::sampler::{ProgramInfo, Sampler, SamplerContext, SAMPLERS};
-use crate::config::agent::AgentConfig;
-use crate::exposition::prometheus::{Format, Renderer};
-use crate::exposition::snapshot::{Encoder, Stamp};
+use super::config::AgentConfig;
+use crate::bpf::ProgramInfo;
+use crate::prometheus::{Format, Renderer};
 use crate::registry::Series;
+use crate::samplers::{Sampler, SamplerContext, SamplerSpec, SAMPLERS};
+use crate::serve::Gzip;
+use crate::snapshot::{Encoder, Stamp};
 
-crate::family!(BUILD_INFO: Gauge "sonde_build_info", Count, ["version"], "sonde", "agent",
-    "Always 1; the version label says which Sonde is running.");
-crate::family!(SAMPLER_UP: Gauge "sonde_sampler_up", Count, ["sampler"], "sonde", "agent",
-    "1 when the sampler's last refresh succeeded, 0 when it failed or could not start.");
-crate::family!(SAMPLER_REFRESH: Gauge "sonde_sampler_refresh_duration", Nanoseconds, ["sampler"], "sonde", "agent",
-    "How long the sampler's last refresh took.");
-crate::family!(SAMPLER_ERRORS: Counter "sonde_sampler_errors", Count, ["sampler"], "sonde", "agent",
-    "Refreshes of the sampler that failed.");
-crate::family!(REFRESHES: Counter "sonde_refreshes", Count, [], "sonde", "agent",
-    "Snapshot refreshes; scrapes within the TTL share one.");
+crate::family! {
+    static BUILD_INFO: Gauge {
+        name: "sonde_build_info",
+        unit: Count,
+        labels: ["version"],
+        sampler: "sonde",
+        source: "agent",
+        help: "Always 1; the version label says which Sonde is running.",
+    }
+}
+crate::family! {
+    static SAMPLER_UP: Gauge {
+        name: "sonde_sampler_up",
+        unit: Count,
+        labels: ["sampler"],
+        sampler: "sonde",
+        source: "agent",
+        help: "1 when the sampler's last refresh succeeded, 0 when it failed or could not start.",
+    }
+}
+crate::family! {
+    static SAMPLER_REFRESH: Gauge {
+        name: "sonde_sampler_refresh_duration",
+        unit: Nanoseconds,
+        labels: ["sampler"],
+        sampler: "sonde",
+        source: "agent",
+        help: "How long the sampler's last refresh took.",
+    }
+}
+crate::family! {
+    static SAMPLER_ERRORS: Counter {
+        name: "sonde_sampler_errors",
+        unit: Count,
+        labels: ["sampler"],
+        sampler: "sonde",
+        source: "agent",
+        help: "Refreshes of the sampler that failed.",
+    }
+}
+crate::family! {
+    static REFRESHES: Counter {
+        name: "sonde_refreshes",
+        unit: Count,
+        labels: [],
+        sampler: "sonde",
+        source: "agent",
+        help: "Snapshot refreshes; scrapes within the TTL share one.",
+    }
+}
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -60,7 +102,7 @@ pub struct SamplerReport {
 }
 
 impl Instance {
-    fn start(spec: &super::sampler::SamplerSpec, config: &AgentConfig) -> Self {
+    fn start(spec: &SamplerSpec, config: &AgentConfig) -> Self {
         let name = spec.name;
         let (status, reason, sampler) = if !config.enabled(name) {
             (
@@ -237,7 +279,7 @@ impl Collector {
                     duration: Duration::ZERO,
                 },
                 cache: Cache::default(),
-                renderer: renderer(config),
+                renderer: Renderer::new(config.prometheus.bucket_sets()),
                 encoder: Encoder::default(),
                 text: String::new(),
                 bytes: Vec::new(),
@@ -300,13 +342,6 @@ impl Collector {
     }
 }
 
-fn renderer(config: &AgentConfig) -> Renderer {
-    Renderer::new(
-        config.prometheus.time_powers(),
-        config.prometheus.bytes_powers(),
-    )
-}
-
 impl State {
     fn render(&mut self, body: Body) -> Bytes {
         match body {
@@ -327,66 +362,6 @@ impl State {
                 self.encoder.json(self.stamp, &mut self.bytes);
                 Bytes::copy_from_slice(&self.bytes)
             }
-        }
-    }
-}
-
-/// A gzip writer that keeps its deflate state between scrapes: allocating
-/// that state (hundreds of KiB) per response cost more than compressing.
-pub struct Gzip {
-    deflate: flate2::Compress,
-}
-
-impl Default for Gzip {
-    fn default() -> Self {
-        // Raw deflate at the fastest level: bodies are small, CPU is the budget.
-        Gzip {
-            deflate: flate2::Compress::new(flate2::Compression::fast(), false),
-        }
-    }
-}
-
-impl Gzip {
-    /// `input` as a gzip member (RFC 1952) in `out` (cleared first).
-    pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        out.clear();
-        // magic, deflate, no flags, no mtime, no extra flags, OS unknown
-        out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
-        self.deflate.reset();
-        out.reserve(input.len() / 2 + 64);
-        loop {
-            let consumed = self.deflate.total_in() as usize;
-            let status =
-                self.deflate
-                    .compress_vec(&input[consumed..], out, flate2::FlushCompress::Finish);
-            match status {
-                Ok(flate2::Status::StreamEnd) => break,
-                Ok(_) => out.reserve(out.capacity().max(4096)),
-                Err(_) => unreachable!("deflate of an in-memory buffer cannot fail"),
-            }
-        }
-        let mut crc = flate2::Crc::new();
-        crc.update(input);
-        out.extend_from_slice(&crc.sum().to_le_bytes());
-        out.extend_from_slice(&(input.len() as u32).to_le_bytes());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Read;
-
-    #[test]
-    fn gzip_round_trips_and_reuses_its_state() {
-        let mut gz = super::Gzip::default();
-        let mut out = Vec::new();
-        for input in [&b""[..], b"hello", &b"metric_total 1\n".repeat(5000)] {
-            gz.compress(input, &mut out);
-            let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&out[..])
-                .read_to_end(&mut back)
-                .unwrap();
-            assert_eq!(back, input);
         }
     }
 }

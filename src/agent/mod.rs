@@ -1,7 +1,7 @@
 //! Agent mode: load the config, start the samplers, serve the endpoints.
 
 pub mod collector;
-pub mod sampler;
+pub mod config;
 pub mod server;
 pub mod supervisor;
 
@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::config::agent::AgentConfig;
+use crate::runtime::{self, Events};
 use collector::Collector;
+use config::AgentConfig;
 
 /// Runs the agent until SIGTERM or SIGINT, then drains in-flight requests.
 pub fn run(path: &Path, config: AgentConfig) -> anyhow::Result<()> {
@@ -20,40 +21,15 @@ pub fn run(path: &Path, config: AgentConfig) -> anyhow::Result<()> {
         Some(user) => Some(supervisor::Supervisor::start(&config.push, user)?),
         None => None,
     };
-    let runtime = runtime("sonde")?;
-    let result = runtime.block_on(async move {
-        let addr = config.general.listen.0;
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {addr} (key `general.listen` in {}): {}",
-                path.display(),
-                describe_io(&e)
-            )
-        })?;
-        let local = listener.local_addr()?;
-        tracing::info!("listening on http://{local}/metrics");
-        axum::serve(listener, server::router(collector))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("HTTP server failed")?;
-        tracing::info!("shut down");
-        Ok(())
+    let result = runtime::build("sonde")?.block_on(async move {
+        let events = Events::watch();
+        let listener = crate::serve::bind(&config.listen, path).await?;
+        crate::serve::run(listener, server::router(collector), events.shutdown()).await
     });
     if let Some(p) = pusher {
         p.stop();
     }
     result
-}
-
-/// The runtime of every mode: two workers are plenty for a handful of
-/// scrapes and pulls per second.
-pub(crate) fn runtime(thread_name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name(thread_name)
-        .build()
-        .context("cannot start the async runtime")
 }
 
 /// Refreshes every sampler once and prints Prometheus text to stdout.
@@ -66,30 +42,4 @@ pub fn once(config: AgentConfig) -> anyhow::Result<()> {
     out.write_all(text.as_bytes())
         .and_then(|_| out.flush())
         .context("cannot write to stdout")
-}
-
-pub(crate) fn describe_io(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            "address already in use (is another agent running?)".into()
-        }
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        std::io::ErrorKind::AddrNotAvailable => "address not available on this host".into(),
-        _ => e.to_string(),
-    }
-}
-
-pub(crate) async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            return std::future::pending().await;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-    }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::agent::{Push, User};
+use super::config::{Push, User};
 
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A child that ran this long was healthy: the next restart is quick again.
@@ -119,6 +119,7 @@ impl Supervisor {
         let pid = self.pid.load(Ordering::Relaxed);
         if pid > 0 {
             tracing::warn!("push: did not stop within 5 s; killing it");
+            // SAFETY: signalling a pid we started and have not reaped.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         if let Some(t) = self.thread.take() {

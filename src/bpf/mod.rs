@@ -20,9 +20,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, Object, OpenObject};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::agent::sampler::ProgramInfo;
 use crate::registry::Series;
 
 pub use mmap::{Banks, Histograms};
@@ -33,16 +32,56 @@ pub mod consts {
     include!(concat!(env!("OUT_DIR"), "/bpf_consts.rs"));
 }
 
-crate::family!(PROGRAM_ATTACHED: Gauge "sonde_bpf_program_attached", Count, ["sampler", "program"], "sonde", "agent",
-    "1 when the BPF program is attached, 0 when it is disabled or failed (see /samplers for why).");
-crate::family!(PROGRAM_RUNS: Counter "sonde_bpf_program_runs", Count, ["sampler", "program"], "sonde", "bpf_prog_info",
-    "Times the BPF program ran (only while kernel.bpf_stats_enabled=1).");
-crate::family!(PROGRAM_RUN_TIME: Counter "sonde_bpf_program_run_time", Nanoseconds, ["sampler", "program"], "sonde", "bpf_prog_info",
-    "Time spent in the BPF program (only while kernel.bpf_stats_enabled=1).");
-crate::family!(MAP_MEMORY: Gauge "sonde_bpf_map_memory", Bytes, ["sampler"], "sonde", "/proc/self/fdinfo",
-    "Kernel memory locked by the sampler's BPF maps.");
-crate::family!(DISCARDED: Counter "sonde_bpf_discarded_events", Count, ["sampler"], "sonde", "BPF",
-    "Events the sampler's BPF programs discarded: timestamps out of order, or no room to keep per-task state.");
+crate::family! {
+    static PROGRAM_ATTACHED: Gauge {
+        name: "sonde_bpf_program_attached",
+        unit: Count,
+        labels: ["sampler", "program"],
+        sampler: "sonde",
+        source: "agent",
+        help: "1 when the BPF program is attached, 0 when it is disabled or failed (see /samplers for why).",
+    }
+}
+crate::family! {
+    static PROGRAM_RUNS: Counter {
+        name: "sonde_bpf_program_runs",
+        unit: Count,
+        labels: ["sampler", "program"],
+        sampler: "sonde",
+        source: "bpf_prog_info",
+        help: "Times the BPF program ran (only while kernel.bpf_stats_enabled=1).",
+    }
+}
+crate::family! {
+    static PROGRAM_RUN_TIME: Counter {
+        name: "sonde_bpf_program_run_time",
+        unit: Nanoseconds,
+        labels: ["sampler", "program"],
+        sampler: "sonde",
+        source: "bpf_prog_info",
+        help: "Time spent in the BPF program (only while kernel.bpf_stats_enabled=1).",
+    }
+}
+crate::family! {
+    static MAP_MEMORY: Gauge {
+        name: "sonde_bpf_map_memory_bytes",
+        unit: Bytes,
+        labels: ["sampler"],
+        sampler: "sonde",
+        source: "/proc/self/fdinfo",
+        help: "Kernel memory locked by the sampler's BPF maps.",
+    }
+}
+crate::family! {
+    static DISCARDED: Counter {
+        name: "sonde_bpf_discarded_events",
+        unit: Count,
+        labels: ["sampler"],
+        sampler: "sonde",
+        source: "BPF",
+        help: "Events the sampler's BPF programs discarded: timestamps out of order, or no room to keep per-task state.",
+    }
+}
 
 /// Which attach type the programs use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -63,6 +102,16 @@ pub struct BpfOptions {
     pub hook: HookMode,
     /// Programs (hooks) not to attach, e.g. `["tcp_probe"]`.
     pub disable: Vec<String>,
+}
+
+/// One program (hook) of a sampler, as `/samplers` reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProgramInfo {
+    pub name: String,
+    pub hook: String,
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// How many entries an mmap'able array gets: a bank of `width` u64 per CPU.
@@ -355,6 +404,7 @@ impl BpfInfo {
     /// keeps them (`kernel.bpf_stats_enabled=1` at start).
     pub fn refresh_stats(&self) {
         for s in &self.stats {
+            // SAFETY: bpf_prog_info is plain data; all-zero is a valid value.
             let mut info: libbpf_rs::libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
             let mut len = std::mem::size_of_val(&info) as u32;
             // SAFETY: `info` is a valid, zeroed bpf_prog_info of `len` bytes.

@@ -1,17 +1,16 @@
-//! TOML configuration: loading, and errors that name the file, the key and
-//! the line. Every problem in a file is reported, not only the first.
+//! TOML configuration machinery shared by every mode: loading, errors that
+//! name the file, the key and the line (every problem in a file at once),
+//! and the value types configs are written in. Each mode's own config
+//! struct lives with its mode.
 
-pub mod agent;
-pub mod exporter;
-pub mod push;
+mod values;
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+
+pub use values::{ByteSize, HttpUrl, HumanDuration, Listen, ListenAddr, LogConfig, LogLevel};
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq)]
@@ -284,150 +283,6 @@ fn remove(value: &mut toml::Value, path: &[Segment]) -> bool {
     }
 }
 
-/// A duration written the human way: `"100ms"`, `"10s"`, `"1h"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match humantime::parse_duration(&s) {
-            Ok(v) if !v.is_zero() => Ok(HumanDuration(v)),
-            Ok(_) => Err(serde::de::Error::custom(format!(
-                "duration `{s}` must be greater than zero"
-            ))),
-            Err(e) => Err(serde::de::Error::custom(format!(
-                "invalid duration `{s}` ({e}); write e.g. \"100ms\", \"10s\", \"1m\""
-            ))),
-        }
-    }
-}
-
-/// A size written the human way: `"512MiB"`, `"64KiB"`, `"1GB"`, `"1000"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl ByteSize {
-    pub fn parse(s: &str) -> Option<u64> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().ok()?;
-        let mult: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            "TiB" => 1 << 40,
-            "KB" | "kB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            "TB" => 1_000_000_000_000,
-            _ => return None,
-        };
-        n.checked_mul(mult)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        ByteSize::parse(&s).map(ByteSize).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "invalid size `{s}`; write e.g. \"512MiB\", \"64KiB\", \"1GB\""
-            ))
-        })
-    }
-}
-
-/// A `host:port` socket address to listen on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ListenAddr(pub SocketAddr);
-
-impl<'de> Deserialize<'de> for ListenAddr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map(ListenAddr).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "invalid listen address `{s}`; write an IP and a port, e.g. \"127.0.0.1:4251\" or \"[::1]:4251\""
-            ))
-        })
-    }
-}
-
-/// An `http://` or `https://` URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpUrl(pub String);
-
-impl<'de> Deserialize<'de> for HttpUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let rest = s
-            .strip_prefix("http://")
-            .or_else(|| s.strip_prefix("https://"));
-        match rest {
-            Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(HttpUrl(s)),
-            _ => Err(serde::de::Error::custom(format!(
-                "invalid URL `{s}`; write e.g. \"http://127.0.0.1:4251\""
-            ))),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Error,
-    Warn,
-    #[default]
-    Info,
-    Debug,
-    Trace,
-}
-
-impl LogLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// Overridden by `RUST_LOG` when that is set.
-    pub level: LogLevel,
-}
-
-/// The three kinds of config file `sonde check` understands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Kind {
-    Agent,
-    Exporter,
-    Push,
-}
-
-impl Kind {
-    /// Guesses the kind from the sections a file has.
-    pub fn detect(table: &toml::Table) -> Kind {
-        if table.contains_key("sources") {
-            Kind::Exporter
-        } else if table.contains_key("sinks")
-            || table.contains_key("spool")
-            || table.contains_key("source")
-        {
-            Kind::Push
-        } else {
-            Kind::Agent
-        }
-    }
-}
-
 /// Reports top-level tables that `known` does not list.
 pub fn check_sections(c: &mut Checker<'_>, table: &toml::Table, known: &[&str]) {
     for key in table.keys() {
@@ -457,16 +312,18 @@ pub fn section<T: DeserializeOwned + Default>(
         .unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(ByteSize::parse("512MiB"), Some(512 << 20));
-        assert_eq!(ByteSize::parse("1000"), Some(1000));
-        assert_eq!(ByteSize::parse("1GB"), Some(1_000_000_000));
-        assert_eq!(ByteSize::parse("12 parsecs"), None);
-        assert_eq!(ByteSize::parse("99999999999TiB"), None);
+/// Takes the `[listen]` section out of `table`: every mode's listen keys,
+/// with `address` defaulting to the mode's `default`.
+pub fn listen_section(c: &mut Checker<'_>, table: &mut toml::Table, default: &str) -> Listen {
+    #[derive(Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Keys {
+        address: Option<ListenAddr>,
     }
+    let keys: Keys = section(c, table, "listen");
+    let mut listen = Listen::on(default);
+    if let Some(a) = keys.address {
+        listen.address = a;
+    }
+    listen
 }

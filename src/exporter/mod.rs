@@ -4,26 +4,27 @@
 //! The body is rendered once per interval, after every source has answered
 //! or timed out, and served from memory: scrapes cost a copy, not a render.
 
-pub mod decode;
-pub mod pull;
+pub mod config;
 pub mod relay;
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 
-use crate::agent::collector::Gzip;
-use crate::config::exporter::ExporterConfig;
-use crate::exposition::prometheus::{Format, Renderer, TEXT_CONTENT_TYPE};
+use crate::prometheus::text::TEXT_CONTENT_TYPE;
+use crate::prometheus::{Format, Renderer};
+use crate::runtime::{self, Events, Ticker};
+use crate::serve::{self, accepts_gzip, negotiated, Gzip};
+use crate::snapshot::fetch::{self, Failure};
+use config::ExporterConfig;
 use relay::{Settings, SourceState};
 
 /// The rendered body, plain and gzip'd, swapped whole once per interval.
@@ -38,19 +39,12 @@ struct Shared {
 }
 
 pub fn run(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {
-    crate::agent::runtime("sonde-exporter")?.block_on(serve(path, config))
+    runtime::build("sonde-exporter")?.block_on(serve_config(path, config))
 }
 
-async fn serve(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {
-    let addr = config.general.listen.0;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on {addr} (key `general.listen` in {}): {}",
-            path.display(),
-            crate::agent::describe_io(&e)
-        )
-    })?;
-    let local = listener.local_addr()?;
+async fn serve_config(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {
+    let events = Events::watch();
+    let listener = serve::bind(&config.listen, path).await?;
     let several = config.sources.len() > 1;
     let sources: Vec<SourceState> = config
         .sources
@@ -68,7 +62,7 @@ async fn serve(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {
         body: Mutex::new(Arc::new(Body::default())),
     });
     let mut puller = Puller {
-        client: pull::client(),
+        client: fetch::client(),
         sources,
         settings,
         interval: config.general.interval.0,
@@ -84,48 +78,22 @@ async fn serve(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {
     puller.pull_all().await;
     puller.publish();
     let pulling = tokio::spawn(puller.run());
-    tracing::info!("listening on http://{local}/metrics");
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                "not found: try /metrics or /healthz\n",
-            )
-        })
+    let app = serve::with_base_routes(Router::new().route("/metrics", get(metrics)), "/metrics")
         .with_state(shared);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(crate::agent::shutdown_signal())
-        .await
-        .context("HTTP server failed");
+    let result = serve::run(listener, app, events.shutdown()).await;
     pulling.abort();
-    tracing::info!("shut down");
     result
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let body = Arc::clone(&shared.body.lock().unwrap_or_else(|e| e.into_inner()));
-    let gzip = crate::agent::server::accepts_gzip(&headers);
-    let mut resp = (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(TEXT_CONTENT_TYPE),
-        )],
-        if gzip {
-            body.gzip.clone()
-        } else {
-            body.plain.clone()
-        },
-    )
-        .into_response();
-    if gzip {
-        resp.headers_mut()
-            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    }
-    resp.headers_mut()
-        .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    resp
+    let gzip = accepts_gzip(&headers);
+    let bytes = if gzip {
+        body.gzip.clone()
+    } else {
+        body.plain.clone()
+    };
+    negotiated(TEXT_CONTENT_TYPE, bytes, gzip, "Accept-Encoding")
 }
 
 struct Puller {
@@ -144,8 +112,9 @@ struct Puller {
 
 impl Puller {
     async fn run(mut self) {
+        let mut ticker = Ticker::new(self.interval);
         loop {
-            tokio::time::sleep(until_next_boundary(self.interval)).await;
+            ticker.tick().await;
             self.pull_all().await;
             self.publish();
         }
@@ -162,13 +131,8 @@ impl Puller {
                 let timeout = self.timeout;
                 tokio::spawn(async move {
                     let start = Instant::now();
-                    let r = pull::fetch(&client, &url, timeout).await.and_then(|b| {
-                        decode::decode(&b).map_err(|e| pull::PullError {
-                            failure: pull::Failure::Decode,
-                            detail: e.to_string(),
-                        })
-                    });
-                    (r, start.elapsed())
+                    let r = fetch::snapshot(&client, &url, timeout).await;
+                    (r.map(|(snapshot, _)| snapshot), start.elapsed())
                 })
             })
             .collect();
@@ -177,10 +141,7 @@ impl Puller {
                 Ok((Ok(snapshot), took)) => source.succeeded(snapshot, took, &self.settings),
                 Ok((Err(e), took)) => source.failed(&e, took),
                 Err(e) => source.failed(
-                    &pull::PullError {
-                        failure: pull::Failure::Decode,
-                        detail: format!("pull task failed: {e}"),
-                    },
+                    &fetch::fail(Failure::Decode, format!("pull task failed: {e}")),
                     Duration::ZERO,
                 ),
             }
@@ -234,16 +195,4 @@ pub fn render_sources(sources: &[SourceState], out: &mut String) {
             out.push_str(&f.body);
         }
     }
-}
-
-/// Time to the next multiple of `interval` since the epoch, so pulls of
-/// every exporter line up on wall-clock boundaries.
-pub(crate) fn until_next_boundary(interval: Duration) -> Duration {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let step = interval.as_nanos().max(1);
-    let wait = step - now % step;
-    Duration::from_nanos(wait as u64)
 }

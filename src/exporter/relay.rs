@@ -7,27 +7,84 @@ use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use super::decode::{self, Value};
-use crate::exposition::prometheus::{
-    format_ratio, push_scaled_i64, push_scaled_u64, push_u64, sample_start,
-};
-use crate::histogram::Layout;
-use crate::registry::{self, escape_label_value, prom_name_of, Series, Unit};
+use crate::histogram::{quantiles, Layout};
+use crate::prometheus::buckets::{le, BucketSets};
+use crate::prometheus::names::{self, escape_label_value, label_key, metric_name};
+use crate::prometheus::text::{push_f64, push_scaled_i64, push_scaled_u64, push_u64, sample_start};
+use crate::registry::{self, Kind, Series, Unit};
+use crate::snapshot::fetch::{Failure, FetchError};
+use crate::snapshot::{Snapshot, Value};
 
-crate::family!(SOURCE_UP: Gauge "sonde_exporter_source_up", Count, ["source"], "exporter", "relay",
-    "1 when the last pull of this source succeeded and decoded, else 0 (its series are then absent).");
-crate::family!(PULL_DURATION: Gauge "sonde_exporter_pull_duration", Nanoseconds, ["source"], "exporter", "relay",
-    "How long the last pull of this source took, fetch and decode.");
-crate::family!(PULLS: Counter "sonde_exporter_pulls", Count, ["source"], "exporter", "relay",
-    "Pulls of this source attempted.");
-crate::family!(PULL_ERRORS: Counter "sonde_exporter_pull_errors", Count, ["source", "reason"], "exporter", "relay",
-    "Failed pulls by reason: connect, timeout, status, content_type, too_large, decode.");
-crate::family!(RESETS: Counter "sonde_exporter_resets", Count, ["source"], "exporter", "relay",
-    "Histograms whose counts went down (agent restart): that interval's percentiles are skipped.");
-crate::family!(DROPPED: Counter "sonde_exporter_dropped_series", Count, ["source", "reason"], "exporter", "relay",
-    "Series not relayed: duplicate (same name and labels twice) or type_conflict (name taken by another type).");
-crate::family!(SERIES: Gauge "sonde_exporter_series", Count, ["source"], "exporter", "relay",
-    "Series relayed from this source in the last interval.");
+crate::family! {
+    static SOURCE_UP: Gauge {
+        name: "sonde_exporter_source_up",
+        unit: Count,
+        labels: ["source"],
+        sampler: "exporter",
+        source: "relay",
+        help: "1 when the last pull of this source succeeded and decoded, else 0 (its series are then absent).",
+    }
+}
+crate::family! {
+    static PULL_DURATION: Gauge {
+        name: "sonde_exporter_pull_duration",
+        unit: Nanoseconds,
+        labels: ["source"],
+        sampler: "exporter",
+        source: "relay",
+        help: "How long the last pull of this source took, fetch and decode.",
+    }
+}
+crate::family! {
+    static PULLS: Counter {
+        name: "sonde_exporter_pulls",
+        unit: Count,
+        labels: ["source"],
+        sampler: "exporter",
+        source: "relay",
+        help: "Pulls of this source attempted.",
+    }
+}
+crate::family! {
+    static PULL_ERRORS: Counter {
+        name: "sonde_exporter_pull_errors",
+        unit: Count,
+        labels: ["source", "reason"],
+        sampler: "exporter",
+        source: "relay",
+        help: "Failed pulls by reason: connect, timeout, status, content_type, too_large, decode.",
+    }
+}
+crate::family! {
+    static RESETS: Counter {
+        name: "sonde_exporter_resets",
+        unit: Count,
+        labels: ["source"],
+        sampler: "exporter",
+        source: "relay",
+        help: "Histograms whose counts went down (agent restart): that interval's percentiles are skipped.",
+    }
+}
+crate::family! {
+    static DROPPED: Counter {
+        name: "sonde_exporter_dropped_series",
+        unit: Count,
+        labels: ["source", "reason"],
+        sampler: "exporter",
+        source: "relay",
+        help: "Series not relayed: duplicate (same name and labels twice) or type_conflict (name taken by another type).",
+    }
+}
+crate::family! {
+    static SERIES: Gauge {
+        name: "sonde_exporter_series",
+        unit: Count,
+        labels: ["source"],
+        sampler: "exporter",
+        source: "relay",
+        help: "Series relayed from this source in the last interval.",
+    }
+}
 
 /// What every source shares: which percentiles, whether to add histograms.
 pub struct Settings {
@@ -35,6 +92,8 @@ pub struct Settings {
     /// `quantile` label values, formatted once.
     quantile_labels: Vec<String>,
     pub histograms: bool,
+    /// Bucket sets of the classic histograms (`histograms = true`).
+    buckets: BucketSets,
 }
 
 impl Settings {
@@ -44,6 +103,7 @@ impl Settings {
             percentiles,
             quantile_labels,
             histograms,
+            buckets: BucketSets::default(),
         }
     }
 }
@@ -72,7 +132,7 @@ pub struct SourceState {
     up: Arc<Series>,
     duration: Arc<Series>,
     pulls: Arc<Series>,
-    errors: Vec<(super::pull::Failure, Arc<Series>)>,
+    errors: Vec<(Failure, Arc<Series>)>,
     resets: Arc<Series>,
     duplicates: Arc<Series>,
     conflicts: Arc<Series>,
@@ -104,7 +164,7 @@ impl SourceState {
             up: SOURCE_UP.series(&[n]),
             duration: PULL_DURATION.series(&[n]),
             pulls: PULLS.series(&[n]),
-            errors: super::pull::Failure::ALL
+            errors: Failure::ALL
                 .iter()
                 .map(|f| (*f, PULL_ERRORS.series(&[n, f.as_str()])))
                 .collect(),
@@ -123,7 +183,7 @@ impl SourceState {
     /// A failed pull: the source's series disappear and it must deliver two
     /// snapshots again before percentiles come back (the gap may hide a
     /// restart, and a delta across it would be made up).
-    pub fn failed(&mut self, err: &super::pull::PullError, took: std::time::Duration) {
+    pub fn failed(&mut self, err: &FetchError, took: std::time::Duration) {
         self.pulls.add(1);
         self.duration.set_gauge(took.as_nanos() as i64);
         if let Some((_, c)) = self.errors.iter().find(|(f, _)| *f == err.failure) {
@@ -144,7 +204,7 @@ impl SourceState {
 
     pub fn succeeded(
         &mut self,
-        snapshot: decode::Snapshot,
+        snapshot: Snapshot,
         took: std::time::Duration,
         settings: &Settings,
     ) {
@@ -158,19 +218,19 @@ impl SourceState {
         match self.prev_time {
             // The agent served its cached snapshot again: nothing new, and
             // the percentiles already shown still describe its last interval.
-            Some(t) if t == snapshot.systemtime => return,
+            Some(t) if t == snapshot.stamp.systemtime => return,
             // Time went backwards: a restarted agent or a clock step.
-            Some(t) if snapshot.systemtime < t => {
+            Some(t) if snapshot.stamp.systemtime < t => {
                 self.prev.clear();
                 self.resets.add(1);
             }
             _ => {}
         }
-        self.prev_time = Some(snapshot.systemtime);
+        self.prev_time = Some(snapshot.stamp.systemtime);
         self.build(snapshot, settings);
     }
 
-    fn build(&mut self, snapshot: decode::Snapshot, settings: &Settings) {
+    fn build(&mut self, snapshot: Snapshot, settings: &Settings) {
         self.families.clear();
         let mut prev = std::mem::take(&mut self.prev);
         let mut seen = HashSet::with_capacity(snapshot.metrics.len());
@@ -178,7 +238,7 @@ impl SourceState {
         let mut count = 0i64;
         for m in snapshot.metrics {
             let unit = m.unit.as_deref().and_then(Unit::parse);
-            let (suffix, divisor) = unit.map_or(("", 1), |u| (u.prom_suffix(), u.divisor()));
+            let divisor = names::divisor(unit);
             let name = metric_name(&m.name);
             self.labels(&m.labels, &mut labels);
             let key = pair_key(&name, &m.labels);
@@ -189,7 +249,8 @@ impl SourceState {
             count += 1;
             match m.value {
                 Value::Counter(v) => {
-                    let out = self.family(prom_name_of(&name, true, suffix), "counter", &m.name);
+                    let out =
+                        self.family(names::name(&name, Kind::Counter, unit), "counter", &m.name);
                     let Some(out) = out else { continue };
                     let fam = out.0;
                     sample_start(&mut out.1.body, &fam, "", &labels, None);
@@ -197,7 +258,7 @@ impl SourceState {
                     out.1.body.push('\n');
                 }
                 Value::Gauge(v) => {
-                    let out = self.family(prom_name_of(&name, false, suffix), "gauge", &m.name);
+                    let out = self.family(names::name(&name, Kind::Gauge, unit), "gauge", &m.name);
                     let Some(out) = out else { continue };
                     let fam = out.0;
                     sample_start(&mut out.1.body, &fam, "", &labels, None);
@@ -221,15 +282,16 @@ impl SourceState {
                         _ => None,
                     };
                     if let Some(delta) = delta {
-                        let fam = prom_name_of(&name, false, suffix);
+                        let fam = names::name(&name, Kind::Histogram, unit);
                         if let Some((fam, out)) = self.family(fam, "summary", &m.name) {
                             summary(out, &fam, &labels, layout, &delta, divisor, settings);
                         }
                     }
                     if settings.histograms {
-                        let fam = prom_name_of(&format!("{name}_buckets"), false, suffix);
+                        let fam = names::name(&format!("{name}_buckets"), Kind::Histogram, unit);
                         if let Some((fam, out)) = self.family(fam, "histogram", &m.name) {
-                            classic(out, &fam, &labels, layout, &buckets, unit, divisor);
+                            let bounds = settings.buckets.bounds(layout, unit);
+                            classic(out, &fam, &labels, &bounds, &buckets, layout, divisor);
                         }
                     }
                     self.prev.insert(key, buckets);
@@ -316,136 +378,38 @@ fn summary(
     out.body.push('\n');
 }
 
-/// A classic histogram of the cumulative counts at power-of-two bounds,
-/// the agent's default bucket range per unit.
+/// A classic histogram of the cumulative counts at power-of-two bounds
+/// (the default bucket set of the histogram's unit).
 fn classic(
     out: &mut FamilyOut,
     fam: &str,
     labels: &str,
-    layout: Layout,
+    bounds: &crate::histogram::PowerOfTwoBounds,
     buckets: &[u64],
-    unit: Option<Unit>,
+    layout: Layout,
     divisor: u64,
 ) {
-    let mut le = String::new();
-    let (total, sum) = power_of_two_buckets(layout, buckets, unit, |k, acc| {
-        le.clear();
-        le.push_str(&format_ratio((1u64 << k) as f64, divisor));
-        sample_start(&mut out.body, fam, "_bucket", labels, Some(("le", &le)));
+    let total = bounds.cumulative(buckets, |k, acc| {
+        sample_start(
+            &mut out.body,
+            fam,
+            "_bucket",
+            labels,
+            Some(("le", &le(k, divisor))),
+        );
         push_u64(&mut out.body, acc);
         out.body.push('\n');
     });
     sample_start(&mut out.body, fam, "_bucket", labels, Some(("le", "+Inf")));
     push_u64(&mut out.body, total);
     out.body.push('\n');
+    let sum = crate::histogram::midpoint_sum(layout, buckets);
     sample_start(&mut out.body, fam, "_sum", labels, None);
     push_f64(&mut out.body, sum / divisor as f64);
     out.body.push('\n');
     sample_start(&mut out.body, fam, "_count", labels, None);
     push_u64(&mut out.body, total);
     out.body.push('\n');
-}
-
-/// Calls `f(k, count below 2^k)` for the fixed power-of-two bounds of
-/// `unit` (the agent's default `/metrics` range), then returns the total
-/// count and the sum estimated from bucket midpoints. Shared with the
-/// pusher's remote-write histograms.
-pub fn power_of_two_buckets(
-    layout: Layout,
-    buckets: &[u64],
-    unit: Option<Unit>,
-    mut f: impl FnMut(u32, u64),
-) -> (u64, f64) {
-    let (min, max) = match unit {
-        Some(Unit::Nanoseconds) => (10, 34),
-        Some(Unit::Bytes) => (6, 26),
-        _ => (0, 20),
-    };
-    let mut acc = 0u64;
-    let mut next = 0usize;
-    for k in min..=max {
-        let end = layout.index(1u64 << k).min(buckets.len());
-        if end > next {
-            acc += buckets[next..end].iter().sum::<u64>();
-            next = end;
-        }
-        f(k, acc);
-    }
-    let total = acc + buckets[next..].iter().sum::<u64>();
-    let sum = buckets
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c > 0)
-        .map(|(i, c)| *c as f64 * midpoint(layout, i))
-        .sum();
-    (total, sum)
-}
-
-fn midpoint(layout: Layout, i: usize) -> f64 {
-    let (lo, hi) = layout.range(i);
-    lo as f64 + (hi - lo) as f64 / 2.0
-}
-
-/// Fills `out[i]` with the `qs[i]` quantile of the counts in `buckets` (the
-/// midpoint of the bucket holding that rank: at most half a bucket from the
-/// truth, 6.25 % for grouping power 3 — half the error of the upper edge) and returns the total count and
-/// the sum estimated from bucket midpoints. NaN quantiles when empty.
-pub fn quantiles(layout: Layout, buckets: &[u64], qs: &[f64], out: &mut [f64]) -> (u64, f64) {
-    let total: u64 = buckets.iter().sum();
-    out.fill(f64::NAN);
-    let mut sum = 0.0;
-    for (i, c) in buckets.iter().enumerate().filter(|(_, c)| **c > 0) {
-        sum += *c as f64 * midpoint(layout, i);
-    }
-    if total == 0 {
-        return (0, 0.0);
-    }
-    // Ranks in ascending order let one pass over the buckets answer all.
-    let mut order: Vec<usize> = (0..qs.len()).collect();
-    order.sort_by(|a, b| qs[*a].total_cmp(&qs[*b]));
-    let mut seen = 0u64;
-    let mut bucket = 0usize;
-    for j in order {
-        let rank = ((qs[j] * total as f64).ceil() as u64).clamp(1, total);
-        while seen + buckets[bucket] < rank {
-            seen += buckets[bucket];
-            bucket += 1;
-        }
-        out[j] = midpoint(layout, bucket);
-    }
-    (total, sum)
-}
-
-fn push_f64(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else {
-        let _ = write!(out, "{v}");
-    }
-}
-
-/// A metric name Prometheus accepts: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-pub(crate) fn metric_name(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | ':' => c,
-            _ => '_',
-        })
-        .collect();
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
-}
-
-/// A label name Prometheus accepts (and not a reserved `__` one).
-pub(crate) fn label_key(key: &str) -> String {
-    let mut out = metric_name(key).replace(':', "_");
-    if out.starts_with("__") {
-        out.insert(0, 'x');
-    }
-    out
 }
 
 fn escaped(v: &str) -> String {

@@ -2,33 +2,58 @@
 //! every interval, spools each snapshot and delivers it to every sink, at
 //! least once and in order, each sink at its own pace.
 
+pub mod config;
 pub mod remote_write;
 pub mod sink;
-pub mod spool;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context as _;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 
-use crate::config::push::PushConfig;
-use crate::exporter::{decode, pull};
-use crate::exposition::prometheus::{Format, Renderer, TEXT_CONTENT_TYPE};
+use crate::prometheus::text::TEXT_CONTENT_TYPE;
+use crate::prometheus::{Format, Renderer};
 use crate::registry::Series;
+use crate::runtime::{self, Events, Ticker};
+use crate::serve::{self, bytes_response};
+use crate::snapshot::fetch;
+use crate::spool::{self, Spool};
+use config::PushConfig;
 use sink::Sink;
-use spool::Spool;
 
-crate::family!(PULLS: Counter "sonde_push_pulls", Count, ["result"], "push", "pusher",
-    "Pulls of the agent's snapshot: ok, or error (unreachable, timeout, not a snapshot).");
-crate::family!(SPOOL_BYTES: Gauge "sonde_push_spool_bytes", Bytes, [], "push", "pusher",
-    "Bytes in the spool's segment files.");
-crate::family!(SPOOL_AGE: Gauge "sonde_push_spool_oldest_age", Nanoseconds, [], "push", "pusher",
-    "Age of the oldest spooled snapshot (0 when empty).");
+crate::family! {
+    static PULLS: Counter {
+        name: "sonde_push_pulls",
+        unit: Count,
+        labels: ["result"],
+        sampler: "push",
+        source: "pusher",
+        help: "Pulls of the agent's snapshot: ok, or error (unreachable, timeout, not a snapshot).",
+    }
+}
+crate::family! {
+    static SPOOL_BYTES: Gauge {
+        name: "sonde_push_spool_bytes",
+        unit: Bytes,
+        labels: [],
+        sampler: "push",
+        source: "pusher",
+        help: "Bytes in the spool's segment files.",
+    }
+}
+crate::family! {
+    static SPOOL_AGE: Gauge {
+        name: "sonde_push_spool_oldest_age",
+        unit: Nanoseconds,
+        labels: [],
+        sampler: "push",
+        source: "pusher",
+        help: "Age of the oldest spooled snapshot (0 when empty).",
+    }
+}
 
 pub struct Shared {
     spool: Mutex<Spool>,
@@ -60,11 +85,20 @@ fn sink_id(kind: &str, url: &str) -> String {
     format!("{h:016x}")
 }
 
-pub fn run(path: &Path, config: PushConfig) -> anyhow::Result<()> {
-    crate::agent::runtime("sonde-push")?.block_on(serve(path, config))
+/// The spool directory of the push config at `path`: what the agent needs
+/// to supervise a pusher (it creates the directory for the pusher's user).
+pub fn spool_path(path: &Path) -> Result<PathBuf, String> {
+    PushConfig::load(path)
+        .map(|c| c.spool.path)
+        .map_err(|e| e.to_string())
 }
 
-async fn serve(path: &Path, config: PushConfig) -> anyhow::Result<()> {
+pub fn run(path: &Path, config: PushConfig) -> anyhow::Result<()> {
+    runtime::build("sonde-push")?.block_on(serve_config(path, config))
+}
+
+async fn serve_config(path: &Path, config: PushConfig) -> anyhow::Result<()> {
+    let events = Events::watch();
     let spool_dir = &config.spool.path;
     let spool = Spool::open(
         spool_dir,
@@ -97,20 +131,13 @@ async fn serve(path: &Path, config: PushConfig) -> anyhow::Result<()> {
             Sink::new(s, cursor_path, start)
         })
         .collect();
-    let addr = config.listen.address.0;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on {addr} (key `listen.address` in {}): {}",
-            path.display(),
-            crate::agent::describe_io(&e)
-        )
-    })?;
+    let listener = serve::bind(&config.listen, path).await?;
     let shared = Arc::new(Shared {
         spool: Mutex::new(spool),
         notify: tokio::sync::Notify::new(),
         max_age_ms: config.spool.max_age.0.as_millis() as u64,
     });
-    let client = pull::client();
+    let client = fetch::client();
     let mut tasks: Vec<_> = Vec::new();
     let sink_handles: Vec<SinkHandle> = sinks
         .iter()
@@ -124,10 +151,7 @@ async fn serve(path: &Path, config: PushConfig) -> anyhow::Result<()> {
     }
     let puller = Puller {
         client,
-        url: format!(
-            "{}/metrics/binary",
-            config.source.url.0.trim_end_matches('/')
-        ),
+        url: fetch::binary_url(&config.source.url.0),
         interval: config.source.interval.0,
         shared: Arc::clone(&shared),
         sinks: sink_handles,
@@ -138,45 +162,23 @@ async fn serve(path: &Path, config: PushConfig) -> anyhow::Result<()> {
     };
     tasks.push(tokio::spawn(puller.run()));
 
-    let local = listener.local_addr()?;
     tracing::info!(
         "pulling {}/metrics/binary every {:?}",
         config.source.url.0,
         config.source.interval.0
     );
-    tracing::info!("listening on http://{local}/metrics");
     let renderer = Arc::new(Renderer::default());
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || async move {
-                let mut out = String::new();
-                renderer.render(Format::Text, &mut out);
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static(TEXT_CONTENT_TYPE),
-                    )],
-                    out,
-                )
-                    .into_response()
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                "not found: try /metrics or /healthz\n",
-            )
-        });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(crate::agent::shutdown_signal())
-        .await
-        .context("HTTP server failed");
+    let metrics = get(move || async move {
+        let mut out = String::new();
+        renderer.render(Format::Text, &mut out);
+        bytes_response(TEXT_CONTENT_TYPE, Bytes::from(out))
+    });
+    let app = serve::with_base_routes(Router::new().route("/metrics", metrics), "/metrics");
+    let result = serve::run(listener, app, events.shutdown()).await;
     for t in tasks {
         t.abort();
     }
-    tracing::info!("shut down; undelivered snapshots stay in the spool");
+    tracing::info!("undelivered snapshots stay in the spool");
     result
 }
 
@@ -200,22 +202,15 @@ struct Puller {
 impl Puller {
     async fn run(self) {
         let mut failing = false;
+        let mut ticker = Ticker::new(self.interval);
         loop {
-            tokio::time::sleep(crate::exporter::until_next_boundary(self.interval)).await;
+            ticker.tick().await;
             let start = Instant::now();
             let timeout = self.interval.min(Duration::from_secs(10));
-            let result = pull::fetch(&self.client, &self.url, timeout)
-                .await
-                .and_then(|body| match decode::decode(&body) {
-                    Ok(s) => Ok((s, body)),
-                    Err(e) => Err(pull::PullError {
-                        failure: pull::Failure::Decode,
-                        detail: e.to_string(),
-                    }),
-                });
-            match result {
+            match fetch::snapshot(&self.client, &self.url, timeout).await {
                 Ok((snapshot, body)) => {
                     let ms = snapshot
+                        .stamp
                         .systemtime
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .unwrap_or_default()

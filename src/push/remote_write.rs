@@ -1,9 +1,11 @@
 //! Prometheus remote-write 1.0: a snapshot as `WriteRequest`s (protobuf
 //! via prost, snappy block format), named as on the agent's `/metrics`.
 
-use crate::exporter::decode::{Snapshot, Value};
-use crate::exporter::relay::{label_key, metric_name, power_of_two_buckets};
-use crate::registry::{prom_name_of, Unit};
+use crate::histogram::midpoint_sum;
+use crate::prometheus::buckets::{le, BucketSets};
+use crate::prometheus::names::{self, label_key, metric_name};
+use crate::registry::{Kind, Unit};
+use crate::snapshot::{Snapshot, Value};
 
 /// Series per request: keeps a request well under receivers' body limits
 /// (a few hundred KB before compression).
@@ -43,7 +45,9 @@ pub struct Sample {
 /// Histograms become classic `_bucket{le}`/`_sum`/`_count` series with the
 /// agent's fixed power-of-two bounds, so `histogram_quantile` works upstream.
 pub fn series(snapshot: &Snapshot) -> Vec<TimeSeries> {
+    let sets = BucketSets::default();
     let ts = snapshot
+        .stamp
         .systemtime
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -51,7 +55,7 @@ pub fn series(snapshot: &Snapshot) -> Vec<TimeSeries> {
     let mut out = Vec::with_capacity(snapshot.metrics.len());
     for m in &snapshot.metrics {
         let unit = m.unit.as_deref().and_then(Unit::parse);
-        let (suffix, divisor) = unit.map_or(("", 1), |u| (u.prom_suffix(), u.divisor()));
+        let divisor = names::divisor(unit);
         let name = metric_name(&m.name);
         let labels: Vec<Label> = m
             .labels
@@ -86,23 +90,22 @@ pub fn series(snapshot: &Snapshot) -> Vec<TimeSeries> {
         };
         match &m.value {
             Value::Counter(v) => push(
-                prom_name_of(&name, true, suffix),
+                names::name(&name, Kind::Counter, unit),
                 None,
                 *v as f64 / divisor as f64,
             ),
             Value::Gauge(v) => push(
-                prom_name_of(&name, false, suffix),
+                names::name(&name, Kind::Gauge, unit),
                 None,
                 *v as f64 / divisor as f64,
             ),
             Value::Histogram { layout, buckets } => {
-                let base = prom_name_of(&name, false, suffix);
+                let base = names::name(&name, Kind::Histogram, unit);
                 let bucket = format!("{base}_bucket");
-                let (total, sum) = power_of_two_buckets(*layout, buckets, unit, |k, acc| {
-                    let le =
-                        crate::exposition::prometheus::format_ratio((1u64 << k) as f64, divisor);
-                    push(bucket.clone(), Some(("le", le)), acc as f64);
+                let total = sets.bounds(*layout, unit).cumulative(buckets, |k, acc| {
+                    push(bucket.clone(), Some(("le", le(k, divisor))), acc as f64);
                 });
+                let sum = midpoint_sum(*layout, buckets);
                 push(bucket, Some(("le", "+Inf".into())), total as f64);
                 push(format!("{base}_sum"), None, sum / divisor as f64);
                 push(format!("{base}_count"), None, total as f64);
@@ -132,8 +135,8 @@ pub fn encode(series: Vec<TimeSeries>) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exporter::decode::Metric;
     use crate::histogram::Layout;
+    use crate::snapshot::{Metric, Stamp};
     use std::time::{Duration, SystemTime};
 
     #[test]
@@ -142,8 +145,11 @@ mod tests {
         let mut buckets = vec![0u64; layout.buckets()];
         buckets[layout.index(3_000)] = 4; // 3 µs
         let snap = Snapshot {
-            systemtime: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            duration: Duration::ZERO,
+            stamp: Stamp {
+                systemtime: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+                duration: Duration::ZERO,
+            },
+            metadata: Vec::new(),
             metrics: vec![
                 Metric {
                     id: String::new(),

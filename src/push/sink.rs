@@ -9,22 +9,62 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{self, HeaderValue};
 use reqwest::StatusCode;
 
+use super::config::{Sink as SinkConfig, SinkFormat, SinkKind};
 use super::{now_ms, Shared};
-use crate::agent::collector::Gzip;
-use crate::config::push::{Sink as SinkConfig, SinkFormat, SinkKind};
-use crate::exporter::decode::{self, Snapshot, Value};
 use crate::registry::Series;
+use crate::serve::Gzip;
+use crate::snapshot::{self, fetch};
 
-crate::family!(SENT: Counter "sonde_push_samples_sent", Count, ["sink"], "push", "pusher",
-    "Samples delivered upstream (remote-write series samples, or metrics of a posted snapshot).");
-crate::family!(RETRIES: Counter "sonde_push_retries", Count, ["sink"], "push", "pusher",
-    "Requests retried after a connection error, a timeout, a 5xx or a 429.");
-crate::family!(DROPPED: Counter "sonde_push_snapshots_dropped", Count, ["sink", "reason"], "push", "pusher",
-    "Snapshots this sink will never deliver: rejected (a 4xx other than 429), spool_full, too_old, invalid.");
-crate::family!(BACKLOG: Gauge "sonde_push_backlog", Count, ["sink"], "push", "pusher",
-    "Snapshots spooled and not yet delivered to this sink.");
-crate::family!(LAST_SUCCESS: Gauge "sonde_push_last_success_timestamp", Seconds, ["sink"], "push", "pusher",
-    "Unix time of this sink's last delivered snapshot.");
+crate::family! {
+    static SENT: Counter {
+        name: "sonde_push_samples_sent",
+        unit: Count,
+        labels: ["sink"],
+        sampler: "push",
+        source: "pusher",
+        help: "Samples delivered upstream (remote-write series samples, or metrics of a posted snapshot).",
+    }
+}
+crate::family! {
+    static RETRIES: Counter {
+        name: "sonde_push_retries",
+        unit: Count,
+        labels: ["sink"],
+        sampler: "push",
+        source: "pusher",
+        help: "Requests retried after a connection error, a timeout, a 5xx or a 429.",
+    }
+}
+crate::family! {
+    static DROPPED: Counter {
+        name: "sonde_push_snapshots_dropped",
+        unit: Count,
+        labels: ["sink", "reason"],
+        sampler: "push",
+        source: "pusher",
+        help: "Snapshots this sink will never deliver: rejected (a 4xx other than 429), spool_full, too_old, invalid.",
+    }
+}
+crate::family! {
+    static BACKLOG: Gauge {
+        name: "sonde_push_backlog",
+        unit: Count,
+        labels: ["sink"],
+        sampler: "push",
+        source: "pusher",
+        help: "Snapshots spooled and not yet delivered to this sink.",
+    }
+}
+crate::family! {
+    static LAST_SUCCESS: Gauge {
+        name: "sonde_push_last_success_timestamp_seconds",
+        unit: Seconds,
+        labels: ["sink"],
+        sampler: "push",
+        source: "pusher",
+        help: "Unix time of this sink's last delivered snapshot.",
+    }
+}
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -93,7 +133,7 @@ impl Sink {
 
     fn advance(&self, seq: u64) {
         self.cursor.store(seq, Ordering::Relaxed);
-        if let Err(e) = super::spool::store_cursor(&self.cursor_path, seq) {
+        if let Err(e) = crate::spool::store_cursor(&self.cursor_path, seq) {
             tracing::warn!(sink = %self.name, "cannot store the cursor in {}: {e}", self.cursor_path.display());
         }
     }
@@ -183,7 +223,7 @@ impl Sink {
 
     /// The request bodies for one snapshot and the samples they carry.
     fn requests(&mut self, payload: &[u8]) -> Result<(Vec<Vec<u8>>, u64), String> {
-        let snapshot = decode::decode(payload).map_err(|e| e.to_string())?;
+        let snapshot = snapshot::decode(payload).map_err(|e| e.to_string())?;
         match self.kind {
             SinkKind::RemoteWrite => {
                 let series = super::remote_write::series(&snapshot);
@@ -195,7 +235,11 @@ impl Sink {
                 let mut body = Vec::new();
                 match self.format {
                     SinkFormat::Msgpack => self.gzip.compress(payload, &mut body),
-                    SinkFormat::Json => self.gzip.compress(&json(&snapshot), &mut body),
+                    SinkFormat::Json => {
+                        let mut json = Vec::new();
+                        snapshot::encode::json(&snapshot, &mut json);
+                        self.gzip.compress(&json, &mut body)
+                    }
                 }
                 Ok((vec![body], n))
             }
@@ -244,7 +288,7 @@ impl Sink {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Outcome::Retry(None, crate::exporter::pull::describe(&e)),
+            Err(e) => return Outcome::Retry(None, fetch::describe(&e)),
         };
         let status = resp.status();
         if status.is_success() {
@@ -291,52 +335,4 @@ fn jitter(backoff: Duration) -> Duration {
     x ^= x << 17;
     let half = backoff.as_nanos() as u64 / 2;
     Duration::from_nanos(half + x % (half + 1))
-}
-
-/// The snapshot as the agent's `/metrics/json` writes it (SnapshotV2 with
-/// serde's field names).
-fn json(s: &Snapshot) -> Vec<u8> {
-    use serde_json::{json, Map, Value as J};
-    let since = s
-        .systemtime
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut lists = [Vec::new(), Vec::new(), Vec::new()];
-    for m in &s.metrics {
-        let mut meta = Map::new();
-        meta.insert("metric".into(), J::from(m.name.clone()));
-        if let Some(u) = &m.unit {
-            meta.insert("unit".into(), J::from(u.clone()));
-        }
-        for (k, v) in &m.labels {
-            meta.insert(k.clone(), J::from(v.clone()));
-        }
-        let (i, value) = match &m.value {
-            Value::Counter(v) => (0, json!(v)),
-            Value::Gauge(v) => (1, json!(v)),
-            Value::Histogram { layout, buckets } => {
-                let [max, gp, mvp, cp, cv, lbc, ubd, ubc] = layout.config_fields();
-                (
-                    2,
-                    json!({
-                        "config": {"max": max, "grouping_power": gp, "max_value_power": mvp,
-                            "cutoff_power": cp, "cutoff_value": cv, "lower_bin_count": lbc,
-                            "upper_bin_divisions": ubd, "upper_bin_count": ubc},
-                        "buckets": buckets,
-                    }),
-                )
-            }
-        };
-        lists[i].push(json!({"name": m.id, "value": value, "metadata": meta}));
-    }
-    let [counters, gauges, histograms] = lists;
-    serde_json::to_vec(&json!({
-        "systemtime": {"secs_since_epoch": since.as_secs(), "nanos_since_epoch": since.subsec_nanos()},
-        "duration": {"secs": s.duration.as_secs(), "nanos": s.duration.subsec_nanos()},
-        "metadata": {"source": "sonde-push"},
-        "counters": counters,
-        "gauges": gauges,
-        "histograms": histograms,
-    }))
-    .expect("a JSON value serializes")
 }

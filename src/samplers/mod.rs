@@ -1,113 +1,93 @@
-//! Samplers, one directory per category. Each registers itself in
-//! `agent::sampler::SAMPLERS` and declares its metric families next to it.
+//! The sampler contract, and the samplers: one file (or folder) each, named
+//! by its config name, registering itself in [`SAMPLERS`] and declaring its
+//! own metric families. A new sampler adds its file and one `mod` line
+//! here; nothing else lists them. `common/` holds what samplers share.
+
+pub mod common;
 
 mod blockio;
 mod cpu;
+mod cpu_events;
+mod diskstats;
 mod filesystem;
+mod interface;
 mod load;
 mod memory;
 mod network;
+mod pressure;
 mod process;
 mod scheduler;
 mod softirq;
 mod syscall;
 mod tcp;
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use linkme::distributed_slice;
+use serde::de::DeserializeOwned;
 
-use anyhow::Context as _;
+use crate::config::{Checker, Segment};
 
-/// A procfs/sysfs file kept open and re-read into one buffer, so a refresh
-/// costs a seek and a read, without opening or allocating.
-pub struct ProcFile {
-    path: PathBuf,
-    file: File,
-    buf: Vec<u8>,
-}
+/// Every sampler compiled into the binary.
+#[distributed_slice]
+pub static SAMPLERS: [SamplerSpec];
 
-impl ProcFile {
-    pub fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(ProcFile {
-            path,
-            file,
-            buf: Vec::new(),
-        })
-    }
+pub trait Sampler: Send {
+    /// Reads the source and updates this sampler's series. Must be cheap:
+    /// it runs on the scrape path (slow sources refresh on their own thread).
+    fn refresh(&mut self) -> anyhow::Result<()>;
 
-    /// The file's current contents.
-    ///
-    /// One `pread` at offset 0 regenerates a seq_file and returns all of it
-    /// when the buffer is large enough (a short read is the whole file); a
-    /// full buffer may mean more, so it grows and the read goes on. One
-    /// syscall per file in the steady state, where `read_to_end` makes three.
-    pub fn read(&mut self) -> anyhow::Result<&str> {
-        let mut len = 0;
-        loop {
-            if len == self.buf.len() {
-                let grow = self.buf.len().max(4096);
-                self.buf.resize(self.buf.len() + grow, 0);
-            }
-            let n = self
-                .file
-                .read_at(&mut self.buf[len..], len as u64)
-                .with_context(|| format!("cannot read {}", self.path.display()))?;
-            len += n;
-            if n == 0 || len < self.buf.len() {
-                break;
-            }
-        }
-        std::str::from_utf8(&self.buf[..len])
-            .with_context(|| format!("{} is not UTF-8", self.path.display()))
+    /// The BPF programs and maps this sampler loaded (procfs samplers have
+    /// none); the agent reports them and refreshes their run statistics.
+    fn bpf(&self) -> Option<&crate::bpf::BpfInfo> {
+        None
     }
 }
 
-/// Parses the whitespace-separated unsigned integers of `s`; anything
-/// unparsable reads as 0 so one odd field cannot hide the others.
-pub fn numbers(s: &str) -> impl Iterator<Item = u64> + '_ {
-    s.split_ascii_whitespace().map(|f| f.parse().unwrap_or(0))
+/// What `SamplerSpec::init` returns.
+pub type InitResult = anyhow::Result<Option<Box<dyn Sampler>>>;
+
+/// What a sampler registers: its config name, how to validate its own
+/// `[samplers.<name>]` keys, and how to start it.
+pub struct SamplerSpec {
+    pub name: &'static str,
+    /// Deserializes the sampler's options (its section minus `enabled`),
+    /// recording every problem; see [`options`].
+    pub validate: fn(&mut Checker<'_>, &[Segment], toml::Value) -> bool,
+    /// `Ok(None)`: not applicable here (reported as disabled).
+    /// `Err`: could not start (reported as failed; the agent goes on).
+    pub init: fn(&SamplerContext<'_>) -> InitResult,
 }
 
-/// Glob match with `*` (any run of characters), for include/exclude lists.
-pub fn glob(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((head, rest)) => {
-            let Some(tail) = name.strip_prefix(head) else {
-                return false;
-            };
-            if rest.is_empty() {
-                return true;
-            }
-            (0..=tail.len())
-                .filter(|&i| tail.is_char_boundary(i))
-                .any(|i| glob(rest, &tail[i..]))
-        }
+impl SamplerSpec {
+    pub fn find(name: &str) -> Option<&'static SamplerSpec> {
+        SAMPLERS.iter().find(|s| s.name == name)
+    }
+
+    pub fn names() -> Vec<&'static str> {
+        let mut v: Vec<_> = SAMPLERS.iter().map(|s| s.name).collect();
+        v.sort_unstable();
+        v
     }
 }
 
-/// Nanoseconds per USER_HZ tick (the unit of /proc/stat and /proc/PID/stat).
-pub fn ns_per_tick() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    1_000_000_000 / if hz > 0 { hz as u64 } else { 100 }
+/// `validate` for a sampler whose options deserialize into `T`.
+pub fn options<T: DeserializeOwned>(c: &mut Checker<'_>, path: &[Segment], v: toml::Value) -> bool {
+    c.deserialize::<T>(path, v).is_some()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::glob;
+/// Options type for samplers without options of their own.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoOptions {}
 
-    #[test]
-    fn globs() {
-        assert!(glob("loop*", "loop0"));
-        assert!(glob("lo", "lo"));
-        assert!(!glob("lo", "lo0"));
-        assert!(glob("*", "anything"));
-        assert!(glob("veth*0", "vethab0"));
-        assert!(!glob("veth*0", "vethab1"));
-        assert!(glob("/run/*", "/run/user"));
+pub struct SamplerContext<'a> {
+    pub name: &'static str,
+    /// The sampler's section without `enabled`; already validated.
+    pub options: &'a toml::Value,
+}
+
+impl SamplerContext<'_> {
+    pub fn options<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        T::deserialize(self.options.clone())
+            .map_err(|e| anyhow::anyhow!("[samplers.{}]: {e}", self.name))
     }
 }

@@ -25,11 +25,11 @@ pub fn tool(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("`{name}` is not installed; `cargo xtask test` installs it (Debian package prometheus)"))
 }
 
-/// The repo's agent config with `listen` moved to an ephemeral port and
+/// The repo's agent config with `[listen] address` moved to an ephemeral port and
 /// `extra` appended (TOML).
 pub fn agent_config(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("config/agent.toml")).unwrap();
-    let text = edit(text.replace("listen = \"127.0.0.1:4251\"", "listen = \"127.0.0.1:0\""));
+    let text = edit(text.replace("address = \"127.0.0.1:4251\"", "address = \"127.0.0.1:0\""));
     let path = dir.join("agent.toml");
     std::fs::write(&path, text).unwrap();
     path

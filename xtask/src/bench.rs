@@ -188,7 +188,7 @@ fn tempdir() -> Result<PathBuf> {
 /// config/agent.toml on an ephemeral port with the given TTL.
 fn agent_config(dir: &Path, ttl: &str) -> Result<PathBuf> {
     let text = std::fs::read_to_string(root().join("config/agent.toml"))?
-        .replace("listen = \"127.0.0.1:4251\"", "listen = \"127.0.0.1:0\"")
+        .replace("address = \"127.0.0.1:4251\"", "address = \"127.0.0.1:0\"")
         .replace("ttl = \"100ms\"", &format!("ttl = \"{ttl}\""));
     let path = dir.join("agent.toml");
     std::fs::write(&path, text)?;

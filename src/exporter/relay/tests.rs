@@ -1,8 +1,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::exporter::decode::{Metric, Snapshot};
-use crate::exporter::pull::{Failure, PullError};
+use crate::snapshot::{Metric, Snapshot, Stamp};
 
 fn layout() -> Layout {
     Layout::new(3, 64).unwrap()
@@ -18,8 +17,11 @@ fn hist(values: &[(u64, u64)]) -> Vec<u64> {
 
 fn snapshot(secs: u64, buckets: Vec<u64>, counter: u64) -> Snapshot {
     Snapshot {
-        systemtime: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
-        duration: Duration::ZERO,
+        stamp: Stamp {
+            systemtime: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            duration: Duration::ZERO,
+        },
+        metadata: Vec::new(),
         metrics: vec![
             Metric {
                 id: String::new(),
@@ -48,28 +50,6 @@ fn sample(state: &SourceState, family: &str, line_start: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' '))
         .map(|v| v.parse().unwrap())
-}
-
-#[test]
-fn quantiles_are_within_half_a_bucket() {
-    // 1,000 values at 1 ms and 10 at 100 ms.
-    let b = hist(&[(1_000_000, 1000), (100_000_000, 10)]);
-    let qs = [0.5, 0.99, 0.999, 0.9999];
-    let mut out = [0.0; 4];
-    let (count, sum) = quantiles(layout(), &b, &qs, &mut out);
-    assert_eq!(count, 1010);
-    let near = |got: f64, want: f64| (got - want).abs() / want <= 0.0625;
-    assert!(near(out[0], 1e6), "p50 {}", out[0]);
-    assert!(near(out[1], 1e6), "p99 {}", out[1]); // rank 1000 of 1010
-    assert!(near(out[2], 1e8), "p99.9 {}", out[2]); // rank 1009
-    assert!(near(out[3], 1e8), "p99.99 {}", out[3]);
-    assert!(near(sum, 1000.0 * 1e6 + 10.0 * 1e8), "sum {sum}");
-    let (count, _) = quantiles(layout(), &hist(&[]), &qs, &mut out);
-    assert_eq!(count, 0);
-    assert!(out.iter().all(|v| v.is_nan()));
-    // Exact small values: lower buckets are one value wide.
-    let (_, _) = quantiles(layout(), &hist(&[(3, 5)]), &[0.5], &mut out[..1]);
-    assert_eq!(out[0], 3.0);
 }
 
 #[test]
@@ -159,7 +139,7 @@ fn a_failed_pull_removes_the_series_and_the_interval() {
         "syscall_latency_buckets_seconds_bucket{op=\"read\",source=\"127.0.0.1:2\",le=\"+Inf\"} 2\n"
     ));
     s.failed(
-        &PullError {
+        &FetchError {
             failure: Failure::Connect,
             detail: "refused".into(),
         },
@@ -180,8 +160,11 @@ fn labels_are_sanitised_and_source_labels_win() {
     let labels = [("instance".to_string(), "db-1".to_string())].into();
     let mut s = SourceState::new("http://h:1", &labels, false);
     let snap = Snapshot {
-        systemtime: SystemTime::UNIX_EPOCH,
-        duration: Duration::ZERO,
+        stamp: Stamp {
+            systemtime: SystemTime::UNIX_EPOCH,
+            duration: Duration::ZERO,
+        },
+        metadata: Vec::new(),
         metrics: vec![
             Metric {
                 id: String::new(),

@@ -1,6 +1,0 @@
-/* cpu sampler: shared with src/samplers/cpu/events.rs */
-/* enum tlb_flush_reason values below 7, then "other". */
-#define CPU_TLB_REASONS 8
-#define CPU_SLOT_MIGRATIONS 0
-#define CPU_SLOT_TLB 1
-#define CPU_BANK 16

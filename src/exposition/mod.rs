@@ -1,4 +1,0 @@
-//! Wire formats: Prometheus text / OpenMetrics, and the msgpack/JSON snapshot.
-
-pub mod prometheus;
-pub mod snapshot;

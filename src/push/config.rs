@@ -1,0 +1,168 @@
+//! `config/push.toml`: the pusher's configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{
+    check_sections, listen_section, section, ByteSize, Checker, ConfigError, HttpUrl,
+    HumanDuration, Listen, LogConfig, Segment, Source,
+};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4253";
+
+#[derive(Debug)]
+pub struct PushConfig {
+    pub source: SourceConfig,
+    pub spool: Spool,
+    pub sinks: Vec<Sink>,
+    pub listen: Listen,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    pub url: HttpUrl,
+    pub interval: HumanDuration,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            url: HttpUrl("http://127.0.0.1:4251".into()),
+            interval: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Spool {
+    pub path: PathBuf,
+    pub max_bytes: ByteSize,
+    pub max_age: HumanDuration,
+}
+
+impl Default for Spool {
+    fn default() -> Self {
+        Spool {
+            path: PathBuf::from("/var/lib/sonde/spool"),
+            max_bytes: ByteSize(512 << 20),
+            max_age: HumanDuration(Duration::from_secs(3600)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    RemoteWrite,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkFormat {
+    #[default]
+    Msgpack,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sink {
+    pub kind: SinkKind,
+    pub url: HttpUrl,
+    pub bearer_token_file: Option<PathBuf>,
+    /// Only for `kind = "http"`.
+    pub format: Option<SinkFormat>,
+}
+
+impl PushConfig {
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        Self::from_source(&Source::read(path)?)
+    }
+
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let mut table = source.table()?;
+        let mut c = Checker::new(source);
+        check_sections(
+            &mut c,
+            &table,
+            &["source", "spool", "sinks", "listen", "log"],
+        );
+        let src = section::<SourceConfig>(&mut c, &mut table, "source");
+        let spool = section::<Spool>(&mut c, &mut table, "spool");
+        let listen = listen_section(&mut c, &mut table, DEFAULT_LISTEN);
+        let log = section::<LogConfig>(&mut c, &mut table, "log");
+        let sinks: Vec<Sink> = match table.remove("sinks") {
+            Some(v) => c
+                .deserialize(&[Segment::Key("sinks".into())], v)
+                .unwrap_or_default(),
+            None => {
+                c.problem(
+                    &[],
+                    "no [[sinks]]: add at least one, e.g. [[sinks]] kind = \"remote_write\"",
+                );
+                Vec::new()
+            }
+        };
+        if src.interval.0 < Duration::from_millis(100) {
+            c.problem(
+                &[
+                    Segment::Key("source".into()),
+                    Segment::Key("interval".into()),
+                ],
+                "must be at least 100ms",
+            );
+        }
+        if spool.max_bytes.0 < 64 << 10 {
+            c.problem(
+                &[
+                    Segment::Key("spool".into()),
+                    Segment::Key("max_bytes".into()),
+                ],
+                "must be at least 64KiB",
+            );
+        }
+        for (i, s) in sinks.iter().enumerate() {
+            let at = |key: &str| {
+                vec![
+                    Segment::Key("sinks".into()),
+                    Segment::Index(i),
+                    Segment::Key(key.into()),
+                ]
+            };
+            if sinks[..i].iter().any(|o| o.url.0 == s.url.0) {
+                c.problem(&at("url"), format!("`{}` is listed twice", s.url.0));
+            }
+            if let Some(p) = &s.bearer_token_file {
+                if let Err(e) = std::fs::metadata(p) {
+                    c.problem(
+                        &at("bearer_token_file"),
+                        format!("cannot read {}: {e}", p.display()),
+                    );
+                }
+            }
+            if s.kind == SinkKind::RemoteWrite && s.format.is_some() {
+                c.problem(
+                    &[
+                        Segment::Key("sinks".into()),
+                        Segment::Index(i),
+                        Segment::Key("format".into()),
+                    ],
+                    "only applies to kind = \"http\"",
+                );
+            }
+        }
+        c.finish(Some(PushConfig {
+            source: src,
+            spool,
+            sinks,
+            listen,
+            log,
+        }))
+    }
+}

@@ -1,0 +1,159 @@
+//! `blockio`: block request latency (issue → complete) and size by
+//! operation, with operation, byte and error counts, for all devices.
+
+use std::sync::Arc;
+
+use linkme::distributed_slice;
+
+use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
+use crate::bpf::consts::blockio::*;
+use crate::bpf::consts::sonde::HISTOGRAM_BUCKETS;
+use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, Sizing};
+use crate::registry::Series;
+
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/blockio.skel.rs"));
+}
+use skel::{BlockioSkel, BlockioSkelBuilder};
+
+crate::family! {
+    static LATENCY: Histogram {
+        name: "blockio_latency",
+        unit: Nanoseconds,
+        labels: ["op"],
+        sampler: "blockio",
+        source: "block:block_rq_issue/block_rq_complete",
+        help: "Time from issuing a block request to the device until it completed.",
+    }
+}
+crate::family! {
+    static SIZE: Histogram {
+        name: "blockio_size_bytes",
+        unit: Bytes,
+        labels: ["op"],
+        sampler: "blockio",
+        source: "block:block_rq_complete",
+        help: "Size of block requests.",
+    }
+}
+crate::family! {
+    static OPERATIONS: Counter {
+        name: "blockio_operations",
+        unit: Count,
+        labels: ["op"],
+        sampler: "blockio",
+        source: "block:block_rq_complete",
+        help: "Block requests completed.",
+    }
+}
+crate::family! {
+    static BYTES: Counter {
+        name: "blockio_bytes",
+        unit: Bytes,
+        labels: ["op"],
+        sampler: "blockio",
+        source: "block:block_rq_complete",
+        help: "Bytes transferred by block requests.",
+    }
+}
+crate::family! {
+    static ERRORS: Counter {
+        name: "blockio_errors",
+        unit: Count,
+        labels: ["op"],
+        sampler: "blockio",
+        source: "block:block_rq_complete",
+        help: "Block requests that completed with an error.",
+    }
+}
+
+/// `REQ_OP_*` 0..3, the slot order of the BPF side.
+const OPS: [&str; BLOCKIO_OPS] = ["read", "write", "flush", "discard"];
+
+#[distributed_slice(SAMPLERS)]
+static SPEC: SamplerSpec = SamplerSpec {
+    name: "blockio",
+    validate: options::<BpfOptions>,
+    init,
+};
+
+struct Op {
+    latency: Arc<Series>,
+    size: Arc<Series>,
+    operations: Arc<Series>,
+    bytes: Arc<Series>,
+    errors: Arc<Series>,
+}
+
+struct Blockio {
+    bpf: Bpf<BlockioSkel<'static>>,
+    banks: Banks,
+    histograms: Histograms,
+    scratch: Vec<u64>,
+    ops: Vec<Op>,
+    discarded: Arc<Series>,
+}
+
+fn init(ctx: &SamplerContext<'_>) -> InitResult {
+    let bpf = bpf::load(
+        "blockio",
+        BlockioSkelBuilder::default,
+        &ctx.options()?,
+        &[],
+        &[
+            Sizing {
+                map: "blockio_counters",
+                per_cpu: BLOCKIO_BANK,
+            },
+            Sizing {
+                map: "blockio_histograms",
+                per_cpu: BLOCKIO_HISTS * HISTOGRAM_BUCKETS,
+            },
+        ],
+        |_| Ok(()),
+    )?;
+    let ops = OPS
+        .iter()
+        .map(|op| Op {
+            latency: LATENCY.series(&[op]),
+            size: SIZE.series(&[op]),
+            operations: OPERATIONS.series(&[op]),
+            bytes: BYTES.series(&[op]),
+            errors: ERRORS.series(&[op]),
+        })
+        .collect();
+    Ok(Some(Box::new(Blockio {
+        banks: bpf.banks("blockio_counters", BLOCKIO_BANK)?,
+        histograms: bpf.histograms("blockio_histograms", BLOCKIO_HISTS)?,
+        bpf,
+        scratch: Vec::new(),
+        ops,
+        discarded: bpf::discarded("blockio"),
+    })))
+}
+
+impl Sampler for Blockio {
+    fn refresh(&mut self) -> anyhow::Result<()> {
+        for (i, op) in self.ops.iter().enumerate() {
+            let sum = self.banks.sum(BLOCKIO_SLOT_LATENCY_SUM + i);
+            self.histograms
+                .store(i, &op.latency, sum, &mut self.scratch);
+            // The exact byte total is the sum of the size histogram's values.
+            let bytes = self.banks.sum(BLOCKIO_SLOT_BYTES + i);
+            self.histograms
+                .store(BLOCKIO_HIST_SIZE + i, &op.size, bytes, &mut self.scratch);
+            op.operations
+                .set_counter(self.banks.sum(BLOCKIO_SLOT_OPS + i));
+            op.bytes.set_counter(bytes);
+            op.errors
+                .set_counter(self.banks.sum(BLOCKIO_SLOT_ERRORS + i));
+        }
+        self.discarded
+            .set_counter(self.banks.sum(BLOCKIO_SLOT_DISCARDED));
+        Ok(())
+    }
+
+    fn bpf(&self) -> Option<&BpfInfo> {
+        Some(&self.bpf.info)
+    }
+}

@@ -1,4 +1,0 @@
-//! Block I/O: per-device counters (procfs) and request latency (BPF).
-
-mod diskstats;
-mod requests;

@@ -1,0 +1,105 @@
+//! What samplers share: procfs files kept open, number parsing, globs,
+//! and series keyed by a device or mount that vanish with it.
+
+mod keyed;
+
+pub use keyed::Keyed;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+/// A procfs/sysfs file kept open and re-read into one buffer, so a refresh
+/// costs a seek and a read, without opening or allocating.
+pub struct ProcFile {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl ProcFile {
+    pub fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(ProcFile {
+            path,
+            file,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The file's current contents.
+    ///
+    /// One `pread` at offset 0 regenerates a seq_file and returns all of it
+    /// when the buffer is large enough (a short read is the whole file); a
+    /// full buffer may mean more, so it grows and the read goes on. One
+    /// syscall per file in the steady state, where `read_to_end` makes three.
+    pub fn read(&mut self) -> anyhow::Result<&str> {
+        let mut len = 0;
+        loop {
+            if len == self.buf.len() {
+                let grow = self.buf.len().max(4096);
+                self.buf.resize(self.buf.len() + grow, 0);
+            }
+            let n = self
+                .file
+                .read_at(&mut self.buf[len..], len as u64)
+                .with_context(|| format!("cannot read {}", self.path.display()))?;
+            len += n;
+            if n == 0 || len < self.buf.len() {
+                break;
+            }
+        }
+        std::str::from_utf8(&self.buf[..len])
+            .with_context(|| format!("{} is not UTF-8", self.path.display()))
+    }
+}
+
+/// Parses the whitespace-separated unsigned integers of `s`; anything
+/// unparsable reads as 0 so one odd field cannot hide the others.
+pub fn numbers(s: &str) -> impl Iterator<Item = u64> + '_ {
+    s.split_ascii_whitespace().map(|f| f.parse().unwrap_or(0))
+}
+
+/// Glob match with `*` (any run of characters), for include/exclude lists.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            if rest.is_empty() {
+                return true;
+            }
+            (0..=tail.len())
+                .filter(|&i| tail.is_char_boundary(i))
+                .any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+/// Nanoseconds per USER_HZ tick (the unit of /proc/stat and /proc/PID/stat).
+pub fn ns_per_tick() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    1_000_000_000 / if hz > 0 { hz as u64 } else { 100 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs() {
+        assert!(glob("loop*", "loop0"));
+        assert!(glob("lo", "lo"));
+        assert!(!glob("lo", "lo0"));
+        assert!(glob("*", "anything"));
+        assert!(glob("veth*0", "vethab0"));
+        assert!(!glob("veth*0", "vethab1"));
+        assert!(glob("/run/*", "/run/user"));
+    }
+}

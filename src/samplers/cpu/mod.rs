@@ -1,4 +1,0 @@
-//! CPU: time by state per core (procfs), migrations and TLB flushes (BPF).
-
-mod events;
-mod usage;

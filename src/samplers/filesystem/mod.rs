@@ -1,3 +1,0 @@
-//! Filesystems.
-
-mod usage;

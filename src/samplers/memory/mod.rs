@@ -1,3 +1,0 @@
-//! Memory: usage, page faults, swapping, OOM kills.
-
-mod meminfo;

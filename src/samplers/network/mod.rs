@@ -1,4 +1,0 @@
-//! Network: per-interface counters (procfs), traffic and drops (BPF).
-
-mod interface;
-mod traffic;

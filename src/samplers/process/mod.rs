@@ -1,3 +1,0 @@
-//! The agent's own process: what it costs the host.
-
-mod own;

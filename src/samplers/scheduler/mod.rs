@@ -1,3 +1,0 @@
-//! Scheduler.
-
-mod runqueue;

@@ -1,3 +1,0 @@
-//! Softirqs.
-
-mod kinds;

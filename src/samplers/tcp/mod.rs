@@ -1,3 +1,0 @@
-//! TCP.
-
-mod connections;
