@@ -1,5 +1,11 @@
-/* Block request latency (issue -> complete) and size by operation, with
- * operation, byte and error counts. */
+/* Block requests by operation: completions, bytes, errors, latency and
+ * size, counted as /proc/diskstats counts them, from one program on
+ * block_rq_complete and no per-request map.
+ *
+ * The block layer stamps every accounted request when it is created
+ * (rq->start_time_ns, CLOCK_MONOTONIC), and /proc/diskstats adds up
+ * `completion - start_time_ns` per request: our latency is that same
+ * quantity (what iostat calls await), so its sum matches the kernel's. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -8,75 +14,93 @@
 #include "blockio.h"
 
 #define REQ_OP_MASK 0xff
+#define REQ_OP_FLUSH 2
+#define REQ_OP_DISCARD 3
+#define REQ_OP_SECURE_ERASE 5
+#define REQ_OP_DRV_IN 34
+#define OP_READ 0
+#define OP_WRITE 1
+#define OP_FLUSH 2
+#define OP_DISCARD 3
 
-/* Issue stamp per request; a request pointer is the only key there is. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u64);
-	__type(value, __u64);
-	__uint(max_entries, BLOCKIO_INFLIGHT);
-} blockio_start SEC(".maps");
+_Static_assert(BLOCKIO_SLOT_LATENCY_SUM + BLOCKIO_OPS <= BLOCKIO_SLOT_DISCARDED, "slots overlap");
+_Static_assert(BLOCKIO_SLOT_DISCARDED < BLOCKIO_BANK, "bank overflows");
+_Static_assert(BLOCKIO_BANK % CACHELINE_U64S == 0, "bank is not whole cache lines");
 
 SONDE_ARRAY(blockio_counters);
 SONDE_ARRAY(blockio_histograms);
 
-/* read, write, flush, discard are REQ_OP 0..3; others are not reported. */
-static __always_inline int op_of(struct request *rq)
+static __always_inline void count(__u32 cpu, __u32 slot, __u64 v)
 {
-	__u32 op = BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK;
-
-	return op < BLOCKIO_OPS ? (int)op : -1;
+	array_add(&blockio_counters, cpu * BLOCKIO_BANK + slot, v);
 }
 
-static __always_inline void on_issue(struct request *rq)
+/* The kernel's grouping of request operations for /proc/diskstats
+ * (op_stat_group): discards and secure erases are discards, flushes are
+ * flushes, every other op is a read or a write by its direction bit
+ * (write zeroes and zone appends are writes). Driver passthrough is not
+ * accounted. */
+static __always_inline int op_group(__u32 op)
 {
-	__u64 key = (__u64)rq, now = bpf_ktime_get_ns();
-
-	if (op_of(rq) < 0)
-		return;
-	if (bpf_map_update_elem(&blockio_start, &key, &now, BPF_ANY))
-		array_add(&blockio_counters,
-			  bpf_get_smp_processor_id() * BLOCKIO_BANK + BLOCKIO_SLOT_DISCARDED, 1);
+	if (op == REQ_OP_FLUSH)
+		return OP_FLUSH;
+	if (op == REQ_OP_DISCARD || op == REQ_OP_SECURE_ERASE)
+		return OP_DISCARD;
+	if (op >= REQ_OP_DRV_IN)
+		return -1;
+	return op & 1 ? OP_WRITE : OP_READ;
 }
 
-static __always_inline void on_complete(struct request *rq, int error, unsigned int nr_bytes)
+static __always_inline void observe(__u32 cpu, __u32 h, __u64 v)
+{
+	array_add(&blockio_histograms, (cpu * BLOCKIO_HISTS + h) * HISTOGRAM_BUCKETS + h2_index(v),
+		  1);
+}
+
+/* A request completes in one call here, or in parts (a driver's partial
+ * completion); the call that covers what is left ends its data. Like the
+ * kernel: bytes count at every part of a request with I/O statistics, the
+ * operation and its time at the request's end, except while a data
+ * request is inside a flush sequence (it ends later, with no bytes left)
+ * and for the flush request itself, which counts as a flush. */
+static __always_inline void on_complete(bool btf, struct request *rq, int error,
+					unsigned int nr_bytes)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
-	__u64 key = (__u64)rq, *start, now;
-	int op = op_of(rq);
+	int op = op_group(SONDE_READ(btf, rq, cmd_flags) & REQ_OP_MASK);
+	__u32 flags = SONDE_READ(btf, rq, rq_flags), left = SONDE_READ(btf, rq, __data_len);
+	__u32 io_stat = 1 << bpf_core_enum_value(enum rqf_flags, __RQF_IO_STAT);
+	__u32 flush_seq = 1 << bpf_core_enum_value(enum rqf_flags, __RQF_FLUSH_SEQ);
+	__u64 start, now;
 
 	if (op < 0)
 		return;
-	array_add(&blockio_counters, cpu * BLOCKIO_BANK + BLOCKIO_SLOT_BYTES + op, nr_bytes);
-	if (error)
-		array_add(&blockio_counters, cpu * BLOCKIO_BANK + BLOCKIO_SLOT_ERRORS + op, 1);
-	/* A request may complete in parts; the first completion ends its
-	 * latency, counts the operation and its size (__data_len still holds
-	 * the whole request then); later parts only add bytes. */
-	start = bpf_map_lookup_elem(&blockio_start, &key);
-	if (!start)
-		return;
-	now = bpf_ktime_get_ns();
-	array_add(&blockio_counters, cpu * BLOCKIO_BANK + BLOCKIO_SLOT_OPS + op, 1);
-	array_add(&blockio_histograms,
-		  (cpu * BLOCKIO_HISTS + BLOCKIO_HIST_SIZE + op) * HISTOGRAM_BUCKETS +
-		      h2_index(BPF_CORE_READ(rq, __data_len)),
-		  1);
-	if (now >= *start) {
-		array_add(&blockio_histograms,
-			  (cpu * BLOCKIO_HISTS + op) * HISTOGRAM_BUCKETS + h2_index(now - *start),
-			  1);
-		array_add(&blockio_counters, cpu * BLOCKIO_BANK + BLOCKIO_SLOT_LATENCY_SUM + op,
-			  now - *start);
-	} else {
-		array_add(&blockio_counters, cpu * BLOCKIO_BANK + BLOCKIO_SLOT_DISCARDED, 1);
+	if (op != OP_FLUSH) {
+		if (!(flags & io_stat))
+			return;
+		count(cpu, BLOCKIO_SLOT_BYTES + op, nr_bytes);
+		if (nr_bytes < left)
+			return;
+		/* The request's data ends here: all of it in the usual case. */
+		if (nr_bytes)
+			observe(cpu, BLOCKIO_HIST_SIZE + op, nr_bytes);
+		if (flags & flush_seq)
+			return;
 	}
-	bpf_map_delete_elem(&blockio_start, &key);
+	count(cpu, BLOCKIO_SLOT_OPS + op, 1);
+	if (error)
+		count(cpu, BLOCKIO_SLOT_ERRORS + op, 1);
+	start = SONDE_READ(btf, rq, start_time_ns);
+	now = bpf_ktime_get_ns();
+	if (!start || now < start) {
+		count(cpu, BLOCKIO_SLOT_DISCARDED, 1);
+		return;
+	}
+	observe(cpu, op, now - start);
+	count(cpu, BLOCKIO_SLOT_LATENCY_SUM + op, now - start);
 }
 
-SONDE_HOOK(block_rq_issue, block_rq_issue, on_issue(rq), struct request *rq)
-
-SONDE_HOOK(block_rq_complete, block_rq_complete, on_complete(rq, error, nr_bytes),
+SONDE_HOOK(block_rq_complete, block_rq_complete, on_complete(btf, rq, error, nr_bytes),
 	   struct request *rq, blk_status_t error, unsigned int nr_bytes)
 
 /* GPL-compatible for the kernel (GPL-only helpers), MIT like the rest. */

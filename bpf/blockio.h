@@ -10,5 +10,3 @@
 #define BLOCKIO_SLOT_LATENCY_SUM 12
 #define BLOCKIO_SLOT_DISCARDED 16
 #define BLOCKIO_BANK 24
-/* Requests in flight that can be tracked at once. */
-#define BLOCKIO_INFLIGHT 16384

@@ -1,7 +1,5 @@
 /* network sampler: shared with src/samplers/network.rs */
-#define NET_SLOT_BYTES 0
-#define NET_SLOT_PACKETS 2
-#define NET_SLOT_TIMEOUTS 4
+#define NET_SLOT_TIMEOUTS 0
 #define NET_BANK 8
 /* Drop reasons counted per CPU, by the kernel's enum skb_drop_reason
  * value; larger values (subsystem reasons) share the last slot. */

@@ -1,5 +1,19 @@
-/* Run-queue latency (wakeup or preemption -> on CPU), off-CPU time and
- * on-CPU slice length, plus voluntary/involuntary context switches. */
+/* Run-queue latency and on-CPU slice length, voluntary and involuntary
+ * context switches, and with `offcpu` the time tasks spend off CPU: one
+ * program, on sched_switch only.
+ *
+ * The kernel already stamps what we need (CONFIG_SCHED_INFO, which
+ * delay accounting and schedstats select): sched_info.last_queued (when
+ * the task was put on the run queue it now leaves: woken or preempted)
+ * and last_arrival (when it last got a CPU), in rq->clock time, which
+ * __schedule() updated just before this tracepoint. So there is no
+ * sched_wakeup program, no clock read and, by default, no per-task state;
+ * off-CPU time needs the departure stamp we keep per task (two task
+ * storage lookups per switch: ~70 ns more per switch on our VM).
+ *
+ * The run queue is reached through the task (se.cfs_rq->rq, there for
+ * every task class with CONFIG_FAIR_GROUP_SCHED, which distributions set):
+ * per-CPU `runqueues` is not a usable ksym without CONFIG_KALLSYMS_ALL. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -9,10 +23,16 @@
 
 #define TASK_RUNNING 0
 
-struct stamps {
-	__u64 enqueued;
-	__u64 offcpu;
-	__u64 oncpu;
+_Static_assert(SCHED_SLOT_SUM + SCHED_HISTS <= SCHED_SLOT_VOLUNTARY, "bank slots overlap");
+_Static_assert(SCHED_SLOT_DISCARDED < SCHED_BANK, "bank overflows");
+_Static_assert(SCHED_BANK % CACHELINE_U64S == 0, "bank is not whole cache lines");
+
+/* Set by the loader before load; the verifier prunes what it turns off. */
+const volatile bool offcpu = false;
+
+/* What we remember of a task when it leaves its CPU (`offcpu`). */
+struct departure {
+	__u64 at; /* rq clock */
 };
 
 /* tp_btf: per-task storage, freed with the task. */
@@ -20,7 +40,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct stamps);
+	__type(value, struct departure);
 } sched_tasks SEC(".maps");
 
 /* raw_tp: arguments are not BTF pointers, so key a bounded hash by pid. */
@@ -28,115 +48,102 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
-	__type(value, struct stamps);
+	__type(value, struct departure);
 	__uint(max_entries, SCHED_RAW_TASKS);
 } sched_tasks_raw SEC(".maps");
 
 SONDE_ARRAY(sched_counters);
 SONDE_ARRAY(sched_latency);
 
-static __always_inline void observe(__u32 cpu, __u32 h, __u64 start, __u64 now)
+static __always_inline void count(__u32 cpu, __u32 slot)
 {
-	if (!start)
-		return;
-	if (now < start) {
-		array_add(&sched_counters, cpu * SCHED_BANK + SCHED_SLOT_DISCARDED, 1);
+	array_add(&sched_counters, cpu * SCHED_BANK + slot, 1);
+}
+
+/* Observes `end - start` in histogram `h`, or counts it as discarded when
+ * the stamps are out of order. */
+static __always_inline void observe(__u32 cpu, __u32 h, __u64 start, __u64 end)
+{
+	if (end < start) {
+		count(cpu, SCHED_SLOT_DISCARDED);
 		return;
 	}
 	array_add(&sched_latency,
-		  (cpu * SCHED_HISTS + h) * HISTOGRAM_BUCKETS + h2_index(now - start), 1);
-	array_add(&sched_counters, cpu * SCHED_BANK + SCHED_SLOT_SUM + h, now - start);
+		  (cpu * SCHED_HISTS + h) * HISTOGRAM_BUCKETS + h2_index(end - start), 1);
+	array_add(&sched_counters, cpu * SCHED_BANK + SCHED_SLOT_SUM + h, end - start);
 }
 
-static __always_inline void on_wakeup(struct stamps *s)
+static __always_inline struct departure *stamps_raw(__u32 pid, bool create)
 {
-	if (s)
-		s->enqueued = bpf_ktime_get_ns();
-}
+	struct departure *d, zero = {};
 
-static __always_inline void on_switch(bool preempt, __u32 prev_pid, struct stamps *prev,
-				      __u32 next_pid, struct stamps *next, unsigned int prev_state)
-{
-	__u32 cpu = bpf_get_smp_processor_id();
-	__u64 now = bpf_ktime_get_ns();
-	bool involuntary = preempt || prev_state == TASK_RUNNING;
-
-	/* The idle task's switches are not context switches of work. */
-	if (prev_pid)
-		array_add(&sched_counters,
-			  cpu * SCHED_BANK +
-			      (involuntary ? SCHED_SLOT_INVOLUNTARY : SCHED_SLOT_VOLUNTARY),
-			  1);
-	if (prev_pid && prev) {
-		observe(cpu, SCHED_HIST_RUNNING, prev->oncpu, now);
-		prev->oncpu = 0;
-		prev->offcpu = now;
-		/* Preempted: it waits on the run queue from now. */
-		prev->enqueued = involuntary ? now : 0;
-	}
-	if (next_pid && next) {
-		observe(cpu, SCHED_HIST_RUNQUEUE, next->enqueued, now);
-		observe(cpu, SCHED_HIST_OFFCPU, next->offcpu, now);
-		next->enqueued = 0;
-		next->offcpu = 0;
-		next->oncpu = now;
-	}
-}
-
-static __always_inline struct stamps *task_btf(struct task_struct *t)
-{
-	return bpf_task_storage_get(&sched_tasks, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-}
-
-static __always_inline struct stamps *task_raw(__u32 pid)
-{
-	struct stamps *s, zero = {};
-
-	if (!pid)
-		return 0;
-	s = bpf_map_lookup_elem(&sched_tasks_raw, &pid);
-	if (s)
-		return s;
+	d = bpf_map_lookup_elem(&sched_tasks_raw, &pid);
+	if (d || !create)
+		return d;
 	bpf_map_update_elem(&sched_tasks_raw, &pid, &zero, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&sched_tasks_raw, &pid);
 }
 
-SEC("tp_btf/sched_wakeup")
-int BPF_PROG(sched_wakeup_btf, struct task_struct *p)
+static __always_inline struct departure *stamps(bool btf, struct task_struct *t, __u32 pid,
+						bool create)
 {
-	on_wakeup(task_btf(p));
-	return 0;
+	if (btf)
+		return bpf_task_storage_get(&sched_tasks, t, 0,
+					    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	return stamps_raw(pid, create);
 }
 
-SEC("raw_tp/sched_wakeup")
-int BPF_PROG(sched_wakeup_raw, struct task_struct *p)
+/* `btf` is a constant after inlining: the tp_btf twin reads task fields
+ * with plain loads, the raw_tp twin through bpf_probe_read. */
+static __always_inline void on_switch(bool btf, bool preempt, struct task_struct *prev,
+				      struct task_struct *next, unsigned int prev_state)
 {
-	on_wakeup(task_raw(BPF_CORE_READ(p, pid)));
-	return 0;
-}
+	__u32 cpu = bpf_get_smp_processor_id();
+	__u32 prev_pid = SONDE_READ(btf, prev, pid), next_pid = SONDE_READ(btf, next, pid);
+	bool involuntary = preempt || prev_state == TASK_RUNNING;
+	struct departure *d;
+	__u64 now;
 
-SEC("tp_btf/sched_wakeup_new")
-int BPF_PROG(sched_wakeup_new_btf, struct task_struct *p)
-{
-	on_wakeup(task_btf(p));
-	return 0;
-}
+	/* The idle task (pid 0) is not work: its switches are not counted. */
+	if (prev_pid)
+		count(cpu, involuntary ? SCHED_SLOT_INVOLUNTARY : SCHED_SLOT_VOLUNTARY);
+	if (!bpf_core_field_exists(prev->se.cfs_rq))
+		return;
+	now = btf ? prev->se.cfs_rq->rq->clock : BPF_CORE_READ(prev, se.cfs_rq, rq, clock);
+	if (prev_pid) {
+		__u64 arrived = SONDE_READ(btf, prev, sched_info.last_arrival);
 
-SEC("raw_tp/sched_wakeup_new")
-int BPF_PROG(sched_wakeup_new_raw, struct task_struct *p)
-{
-	on_wakeup(task_raw(BPF_CORE_READ(p, pid)));
-	return 0;
+		if (arrived)
+			observe(cpu, SCHED_HIST_RUNNING, arrived, now);
+		if (offcpu) {
+			d = stamps(btf, prev, prev_pid, true);
+			if (d)
+				d->at = now;
+			else
+				count(cpu, SCHED_SLOT_DISCARDED);
+		}
+	}
+	if (next_pid) {
+		/* The wait on the run queue it runs from: a task the load
+		 * balancer moved while it waited counts from its arrival on
+		 * this queue. */
+		__u64 queued = SONDE_READ(btf, next, sched_info.last_queued);
+
+		if (queued)
+			observe(cpu, SCHED_HIST_RUNQUEUE, queued, now);
+		if (offcpu) {
+			d = stamps(btf, next, next_pid, false);
+			if (d && d->at)
+				observe(cpu, SCHED_HIST_OFFCPU, d->at, now);
+		}
+	}
 }
 
 SEC("tp_btf/sched_switch")
 int BPF_PROG(sched_switch_btf, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
-	__u32 prev_pid = prev->pid, next_pid = next->pid;
-
-	on_switch(preempt, prev_pid, prev_pid ? task_btf(prev) : 0, next_pid,
-		  next_pid ? task_btf(next) : 0, prev_state);
+	on_switch(true, preempt, prev, next, prev_state);
 	return 0;
 }
 
@@ -144,10 +151,7 @@ SEC("raw_tp/sched_switch")
 int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
-	__u32 prev_pid = BPF_CORE_READ(prev, pid), next_pid = BPF_CORE_READ(next, pid);
-	struct stamps *p = task_raw(prev_pid);
-
-	on_switch(preempt, prev_pid, p, next_pid, task_raw(next_pid), prev_state);
+	on_switch(false, preempt, prev, next, prev_state);
 	return 0;
 }
 

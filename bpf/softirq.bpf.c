@@ -1,14 +1,19 @@
-/* Softirq counts and time by kind, per CPU. A softirq runs to completion
- * on its CPU, so the entry stamp lives in that CPU's bank. */
+/* Softirq time by kind, per CPU (counts come from /proc/softirqs, which
+ * the kernel keeps exactly: no program needed for them). A softirq runs
+ * to completion on its CPU, so the entry stamp lives in that CPU's bank. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "sonde.h"
 #include "softirq.h"
 
+_Static_assert(SOFTIRQ_SLOT_TIME + SOFTIRQ_KINDS <= SOFTIRQ_SLOT_START, "bank slots overlap");
+_Static_assert(SOFTIRQ_SLOT_DISCARDED < SOFTIRQ_BANK, "bank overflows");
+_Static_assert(SOFTIRQ_BANK % CACHELINE_U64S == 0, "bank is not whole cache lines");
+
 SONDE_ARRAY(softirq_counters);
 
-static __always_inline void on_entry(unsigned int vec)
+static __always_inline void on_entry(void)
 {
 	__u32 idx = bpf_get_smp_processor_id() * SOFTIRQ_BANK + SOFTIRQ_SLOT_START;
 	__u64 *start = bpf_map_lookup_elem(&softirq_counters, &idx);
@@ -26,7 +31,6 @@ static __always_inline void on_exit(unsigned int vec)
 	if (!start || vec >= SOFTIRQ_KINDS)
 		return;
 	now = bpf_ktime_get_ns();
-	array_add(&softirq_counters, cpu * SOFTIRQ_BANK + SOFTIRQ_SLOT_COUNT + vec, 1);
 	if (!*start || now < *start) {
 		array_add(&softirq_counters, cpu * SOFTIRQ_BANK + SOFTIRQ_SLOT_DISCARDED, 1);
 		return;
@@ -35,7 +39,7 @@ static __always_inline void on_exit(unsigned int vec)
 	*start = 0;
 }
 
-SONDE_HOOK(softirq_entry, softirq_entry, on_entry(vec), unsigned int vec)
+SONDE_HOOK(softirq_entry, softirq_entry, on_entry(), unsigned int vec)
 
 SONDE_HOOK(softirq_exit, softirq_exit, on_exit(vec), unsigned int vec)
 

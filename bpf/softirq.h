@@ -1,7 +1,7 @@
 /* softirq sampler: shared with src/samplers/softirq.rs */
 #define SOFTIRQ_KINDS 10
-#define SOFTIRQ_SLOT_COUNT 0
-#define SOFTIRQ_SLOT_TIME 10
-#define SOFTIRQ_SLOT_START 20
-#define SOFTIRQ_SLOT_DISCARDED 21
-#define SOFTIRQ_BANK 24
+/* Per-CPU bank: time per kind, the entry stamp, discarded events. */
+#define SOFTIRQ_SLOT_TIME 0
+#define SOFTIRQ_SLOT_START 10
+#define SOFTIRQ_SLOT_DISCARDED 11
+#define SOFTIRQ_BANK 16

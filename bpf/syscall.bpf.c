@@ -1,18 +1,32 @@
-/* Syscall counts and latency by operation class (read, write, poll, ...).
- * sys_enter stamps the task, sys_exit buckets the delta; counts are the
- * histogram totals, so each syscall costs one bucket add and one sum add. */
+/* Syscall counts by operation class (read, write, poll, ...), and the
+ * latency of every syscall or of a random sample of them.
+ *
+ * Counting needs one program on sys_enter and no clock. Timing needs a
+ * second program on sys_exit, which runs on every syscall (it must look
+ * for a stamp), so it roughly doubles the cost; the two clock reads and
+ * the per-task stamp are paid only by the syscalls that are timed. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "sonde.h"
 #include "syscall.h"
 
+_Static_assert(SYSCALL_SLOT_COUNT + SYSCALL_OPS <= SYSCALL_SLOT_SUM, "bank slots overlap");
+_Static_assert(SYSCALL_SLOT_SUM + SYSCALL_OPS <= SYSCALL_SLOT_DISCARDED, "bank slots overlap");
+_Static_assert(SYSCALL_SLOT_COUNTDOWN < SYSCALL_BANK, "bank overflows");
+_Static_assert(SYSCALL_BANK % CACHELINE_U64S == 0, "bank is not whole cache lines");
+
+/* Set by the loader before load; the verifier prunes what they turn off. */
+const volatile bool timed = false;
+/* Time 1 in `sample_every` syscalls on average (1: every one). */
+const volatile __u32 sample_every = 1;
+
 struct start {
 	__u64 ts;
 	__u32 op;
 };
 
-/* Per-task start stamp: no pid-indexed array, freed with the task. */
+/* Per-task start stamp, freed with the task. */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -31,28 +45,55 @@ struct {
 SONDE_ARRAY(syscall_counters);
 SONDE_ARRAY(syscall_latency);
 
+/* Whether this syscall is timed. A per-CPU countdown decides, reset to a
+ * random gap with mean `sample_every` (uniform in 1 .. 2n-1): random gaps
+ * cannot lock onto a workload's repeating pattern of syscalls, so the
+ * sample is not tied to the op, the task, the CPU or the latency. */
+static __always_inline bool sampled(__u32 cpu)
+{
+	__u32 idx = cpu * SYSCALL_BANK + SYSCALL_SLOT_COUNTDOWN;
+	__u64 *left;
+
+	if (sample_every <= 1)
+		return true;
+	left = bpf_map_lookup_elem(&syscall_counters, &idx);
+	if (!left)
+		return false;
+	if (*left > 1) {
+		*left -= 1;
+		return false;
+	}
+	*left = 1 + bpf_get_prandom_u32() % (2 * sample_every - 1);
+	return true;
+}
+
 static __always_inline void on_enter(long id)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 cpu = bpf_get_smp_processor_id(), nr = id, *opp, op;
 	struct start *s;
-	__u32 nr = id, *op;
 
-	s = bpf_task_storage_get(&syscall_start, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!s)
+	opp = bpf_map_lookup_elem(&syscall_ops, &nr);
+	op = opp ? *opp : 0;
+	array_add(&syscall_counters, cpu * SYSCALL_BANK + SYSCALL_SLOT_COUNT + op, 1);
+	if (!timed || !sampled(cpu))
 		return;
-	op = bpf_map_lookup_elem(&syscall_ops, &nr);
-	s->op = op ? *op : 0;
+	s = bpf_task_storage_get(&syscall_start, bpf_get_current_task_btf(), 0,
+				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s) {
+		array_add(&syscall_counters, cpu * SYSCALL_BANK + SYSCALL_SLOT_DISCARDED, 1);
+		return;
+	}
+	s->op = op;
 	s->ts = bpf_ktime_get_ns();
 }
 
 static __always_inline void on_exit(void)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct start *s;
 	__u64 now, start;
 	__u32 cpu, op;
 
-	s = bpf_task_storage_get(&syscall_start, task, 0, 0);
+	s = bpf_task_storage_get(&syscall_start, bpf_get_current_task_btf(), 0, 0);
 	if (!s || !s->ts)
 		return;
 	now = bpf_ktime_get_ns();
@@ -68,18 +109,6 @@ static __always_inline void on_exit(void)
 		  (cpu * SYSCALL_OPS + op) * HISTOGRAM_BUCKETS + h2_index(now - start), 1);
 	array_add(&syscall_counters, cpu * SYSCALL_BANK + SYSCALL_SLOT_SUM + op, now - start);
 }
-
-/* Counts-only mode (latency = false): one program, no clock, no task state. */
-static __always_inline void on_enter_count(long id)
-{
-	__u32 nr = id, *op = bpf_map_lookup_elem(&syscall_ops, &nr);
-
-	array_add(&syscall_counters,
-		  bpf_get_smp_processor_id() * SYSCALL_BANK + SYSCALL_SLOT_COUNT + (op ? *op : 0),
-		  1);
-}
-
-SONDE_HOOK(sys_enter_count, sys_enter, on_enter_count(id), struct pt_regs *regs, long id)
 
 SONDE_HOOK(sys_enter, sys_enter, on_enter(id), struct pt_regs *regs, long id)
 

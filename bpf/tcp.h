@@ -8,10 +8,9 @@
 /* Per-CPU bank. Direction pairs are receive then transmit. */
 #define TCP_SLOT_RETRANSMITS 0
 #define TCP_SLOT_BYTES 1
-#define TCP_SLOT_PACKETS 3
-#define TCP_SLOT_RESETS 5
-#define TCP_SLOT_SUM 7
-#define TCP_SLOT_DISCARDED 12
+#define TCP_SLOT_RESETS 3
+#define TCP_SLOT_SUM 5
+#define TCP_SLOT_DISCARDED 10
 #define TCP_BANK 16
 /* Connections in SYN_SENT that can be tracked at once. */
 #define TCP_CONNECTING 16384

@@ -38,10 +38,19 @@ fn metrics_are_valid_complete_and_true() {
     // _count sample), except those that only exist under a condition, which
     // tests/bpf.rs brings about: drop reasons appear with the first drop,
     // program run statistics need kernel.bpf_stats_enabled=1.
-    const CONDITIONAL: [&str; 3] = [
+    // The costlier per-event modes are opt-in: off-CPU time, syscall
+    // latency, TCP bytes and call sizes, softirq time, TLB flushes
+    // (tests/bpf.rs turns them on).
+    const CONDITIONAL: [&str; 9] = [
+        "scheduler_offcpu_seconds",
         "network_drops_total",
         "sonde_bpf_program_runs_total",
         "sonde_bpf_program_run_seconds_total",
+        "syscall_latency_seconds",
+        "tcp_bytes_total",
+        "tcp_size_bytes",
+        "softirq_seconds_total",
+        "cpu_tlb_flushes_total",
     ];
     let families = catalog_families();
     assert!(families.len() > 30, "catalog parsed: {families:?}");

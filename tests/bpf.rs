@@ -11,81 +11,15 @@ use std::time::Duration;
 
 use common::*;
 
-fn root_or_skip() -> bool {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "eBPF tests need root (CI=true)"
-    );
-    eprintln!("SKIPPED: eBPF tests need root");
-    false
-}
-
-/// The agent with every sampler disabled but `samplers` (BPF ones need
-/// root).
-fn agent_with(samplers: &[&str]) -> Agent {
-    let wanted: Vec<String> = samplers.iter().map(|s| s.to_string()).collect();
-    let agent = Agent::start_with(move |text| {
-        let mut t = text.replace(
-            "[defaults]\n# Whether samplers without their own `enabled` run.\nenabled = true",
-            "[defaults]\nenabled = false",
-        );
-        // Turn the listed samplers on (their sections say `enabled = true`,
-        // which would otherwise win over [defaults]).
-        let mut out = String::new();
-        let mut current = String::new();
-        for line in t.lines() {
-            if let Some(name) = line
-                .strip_prefix("[samplers.")
-                .and_then(|l| l.strip_suffix(']'))
-            {
-                current = name.to_string();
-            }
-            if line == "enabled = true" && !current.is_empty() && !wanted.contains(&current) {
-                out.push_str("enabled = false\n");
-            } else {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        t = out;
-        t
-    });
-    // Each requested sampler must be active: a BPF load failure is a test failure.
-    let list: Vec<serde_json::Value> =
-        serde_json::from_slice(&agent.get("/samplers").body).unwrap();
-    for s in &list {
-        if samplers.iter().any(|n| s["name"] == *n) {
-            assert_eq!(s["status"], "active", "sampler did not start: {s}");
-        }
-    }
-    agent
-}
-
-/// Sum of every sample of `metric` whose labels contain all of `labels`.
-fn total(text: &str, metric: &str, labels: &[&str]) -> f64 {
-    samples(text, metric)
-        .iter()
-        .filter(|(l, _)| labels.iter().all(|want| l.contains(want)))
-        .map(|(_, v)| v)
-        .sum()
-}
-
-/// Scrapes until the TTL has passed, so the snapshot is fresh.
-fn scrape(agent: &Agent) -> String {
-    std::thread::sleep(Duration::from_millis(150));
-    agent.metrics()
-}
-
+/// `latency = "all"`: every syscall counted and timed.
 #[test]
 fn syscalls_counted_and_timed() {
-    if !root_or_skip() {
+    if !bpf_or_skip() {
         return;
     }
-    let agent = agent_with(&["syscall"]);
+    let agent = agent_with_config(&["syscall"], |t| {
+        t.replace("latency = \"off\"", "latency = \"all\"")
+    });
     let before = scrape(&agent);
     const N: u64 = 1_000_000;
     for _ in 0..N {
@@ -107,13 +41,43 @@ fn syscalls_counted_and_timed() {
     assert!(d("syscall_latency_seconds_sum") > 0.0);
 }
 
+/// `latency = "sampled"`: every syscall counted, a random 1 in `sample`
+/// (64) timed.
+#[test]
+fn sampled_latency_times_one_in_sample() {
+    if !bpf_or_skip() {
+        return;
+    }
+    let agent = agent_with_config(&["syscall"], |t| {
+        t.replace("latency = \"off\"", "latency = \"sampled\"")
+    });
+    let before = scrape(&agent);
+    const N: u64 = 1_000_000;
+    for _ in 0..N {
+        // SAFETY: getppid cannot fail.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    let after = scrape(&agent);
+    let d = |m: &str| total(&after, m, &["op=\"query\""]) - total(&before, m, &["op=\"query\""]);
+    let (counted, timed) = (d("syscalls_total"), d("syscall_latency_seconds_count"));
+    assert!(counted >= N as f64, "syscalls_total moved {counted}");
+    // 1 in 64 of ~1M: about 15,600, ±1 % (one standard deviation).
+    let ratio = timed * 64.0 / counted;
+    assert!(
+        (0.9..1.1).contains(&ratio),
+        "timed {timed} of {counted} syscalls: {ratio:.3} x 1/64"
+    );
+    assert!(d("syscall_latency_seconds_sum") > 0.0);
+}
+
 /// `latency = false`: counts only, from one program, no latency family.
 #[test]
 fn syscall_counts_only_mode() {
-    if !root_or_skip() {
+    if !bpf_or_skip() {
         return;
     }
-    let agent = Agent::start_with(|t| t.replace("latency = true", "latency = false"));
+    // The boolean of earlier configs still reads: false is "off".
+    let agent = Agent::start_with(|t| t.replace("latency = \"off\"", "latency = false"));
     let list: Vec<serde_json::Value> =
         serde_json::from_slice(&agent.get("/samplers").body).unwrap();
     let syscall = list.iter().find(|s| s["name"] == "syscall").unwrap();
@@ -123,7 +87,7 @@ fn syscall_counts_only_mode() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(programs, ["sys_enter_count"], "{syscall}");
+    assert_eq!(programs, ["sys_enter"], "{syscall}");
     let before = scrape(&agent);
     const N: u64 = 200_000;
     for _ in 0..N {
@@ -144,10 +108,13 @@ fn syscall_counts_only_mode() {
 /// every round blocks each side once: two voluntary switches per round.
 #[test]
 fn pipe_ping_pong_switches_context() {
-    if !root_or_skip() {
+    if !bpf_or_skip() {
         return;
     }
-    let agent = agent_with(&["scheduler"]);
+    let agent = agent_with_config(&["scheduler", "cpu_events"], |t| {
+        t.replace("tlb = false", "tlb = true")
+            .replace("offcpu = false", "offcpu = true")
+    });
     let before = scrape(&agent);
     const ROUNDS: usize = 20_000;
     let (mut a, mut b) = ([0i32; 2], [0i32; 2]);
@@ -197,11 +164,15 @@ fn pipe_ping_pong_switches_context() {
     assert!(runq > 0.0, "no run-queue observations");
     assert!(total(&after, "scheduler_running_seconds_count", &[]) > 0.0);
     assert!(total(&after, "scheduler_offcpu_seconds_count", &[]) > 0.0);
+    // Two processes switching: their address spaces change (tlb = true).
+    let flushes =
+        total(&after, "cpu_tlb_flushes_total", &[]) - total(&before, "cpu_tlb_flushes_total", &[]);
+    assert!(flushes > 0.0, "no TLB flushes counted");
 }
 
 #[test]
 fn direct_writes_reach_blockio() {
-    if !root_or_skip() {
+    if !bpf_or_skip() {
         return;
     }
     let agent = agent_with(&["blockio"]);
@@ -245,10 +216,14 @@ fn direct_writes_reach_blockio() {
 
 #[test]
 fn tcp_connects_bytes_and_softirqs() {
-    if !root_or_skip() {
+    if !bpf_or_skip() {
         return;
     }
-    let agent = agent_with(&["tcp", "softirq", "network"]);
+    let agent = agent_with_config(&["tcp", "softirq", "network"], |t| {
+        t.replace("time = false", "time = true")
+            .replace("calls = false", "calls = true")
+            .replace("interval = \"1s\"", "interval = \"100ms\"")
+    });
     let before = scrape(&agent);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -267,6 +242,8 @@ fn tcp_connects_bytes_and_softirqs() {
             got += n;
         }
         s.write_all(b"done").unwrap();
+        // Stay established until the client closes.
+        let _ = s.read(&mut buf);
     });
     for _ in 0..CONNECTS {
         drop(TcpStream::connect(addr).unwrap());
@@ -278,6 +255,9 @@ fn tcp_connects_bytes_and_softirqs() {
     s.write_all(&vec![7u8; BYTES]).unwrap();
     let mut done = [0u8; 4];
     s.read_exact(&mut done).unwrap();
+    // Established across a few RTT iterator passes (interval 100ms).
+    std::thread::sleep(Duration::from_millis(350));
+    drop(s);
     server.join().unwrap();
     let after = scrape(&agent);
     let d = |m: &str, l: &[&str]| total(&after, m, l) - total(&before, m, l);
@@ -314,7 +294,7 @@ fn tcp_connects_bytes_and_softirqs() {
 /// A listener with a full backlog drops the SYN; the client retransmits it.
 #[test]
 fn syn_to_a_full_backlog_is_retransmitted() {
-    if !root_or_skip() {
+    if !bpf_or_skip() {
         return;
     }
     let agent = agent_with(&["tcp"]);
@@ -365,7 +345,7 @@ fn syn_to_a_full_backlog_is_retransmitted() {
 /// The raw_tp twins work too (what `hook = "auto"` falls back to).
 #[test]
 fn raw_tp_twins_load_and_count() {
-    if !root_or_skip() {
+    if !bpf_or_skip() {
         return;
     }
     // Every eBPF sampler's section in config/agent.toml says `hook = "auto"`.
@@ -374,7 +354,12 @@ fn raw_tp_twins_load_and_count() {
         serde_json::from_slice(&agent.get("/samplers").body).unwrap();
     for s in &list {
         for p in s["programs"].as_array().unwrap() {
-            assert!(p["hook"].as_str().unwrap().starts_with("raw_tp/"), "{s}");
+            let hook = p["hook"].as_str().unwrap();
+            // Iterators have no twin: they are not tracepoints.
+            assert!(
+                hook.starts_with("raw_tp/") || hook.starts_with("iter/"),
+                "{s}"
+            );
             assert_eq!(p["attached"], true, "{s}");
         }
     }
@@ -398,14 +383,14 @@ fn raw_tp_twins_load_and_count() {
 /// privileges): the agent keeps serving the rest and says why.
 #[test]
 fn degraded_agent_serves_the_rest_and_says_why() {
-    if !root_or_skip() {
+    if !bpf_or_skip() {
         return;
     }
-    // One hook disabled by config (tcp's section comes before network's).
+    // One hook disabled by config (only tcp's section has interval = "1s").
     let agent = Agent::start_with(|t| {
         t.replace(
-            "enabled = true\nhook = \"auto\"\ndisable = []\n\n[samplers.network]",
-            "enabled = true\nhook = \"auto\"\ndisable = [\"tcp_probe\"]\n\n[samplers.network]",
+            "disable = []\ninterval = \"1s\"",
+            "disable = [\"tcp_retransmit_skb\"]\ninterval = \"1s\"",
         )
     });
     let list: Vec<serde_json::Value> =
@@ -416,7 +401,7 @@ fn degraded_agent_serves_the_rest_and_says_why() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["name"] == "tcp_probe")
+        .find(|p| p["name"] == "tcp_retransmit_skb")
         .unwrap();
     assert_eq!(probe["attached"], false);
     assert_eq!(probe["reason"], "disabled in config");
@@ -425,7 +410,7 @@ fn degraded_agent_serves_the_rest_and_says_why() {
         sample(
             &text,
             "sonde_bpf_program_attached",
-            &["program=\"tcp_probe\""]
+            &["program=\"tcp_retransmit_skb\""]
         ),
         Some(0.0)
     );
@@ -464,10 +449,22 @@ fn degraded_agent_serves_the_rest_and_says_why() {
     let failed: Vec<&String> = lines.iter().filter(|l| l.contains("FAILED")).collect();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(
-        failed.len() >= 7,
-        "every eBPF sampler should fail without privileges: {lines:#?}"
-    );
+    // softirq's default (counts from /proc/softirqs) loads no program.
+    for name in [
+        "blockio",
+        "cpu_events",
+        "network",
+        "scheduler",
+        "syscall",
+        "tcp",
+    ] {
+        assert!(
+            failed
+                .iter()
+                .any(|l| l.contains(&format!("sampler {name}: FAILED"))),
+            "{name} should fail without privileges: {lines:#?}"
+        );
+    }
     assert!(
         lines.iter().any(|l| l.contains("sampler memory: active")),
         "{lines:#?}"
@@ -482,7 +479,7 @@ fn degraded_agent_serves_the_rest_and_says_why() {
 /// each program ran.
 #[test]
 fn program_run_statistics() {
-    if !root_or_skip() {
+    if !bpf_or_skip() {
         return;
     }
     const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
@@ -507,4 +504,32 @@ fn program_run_statistics() {
     );
     assert!(runs >= 10_000.0, "sys_enter runs {runs}");
     assert!(time > 0.0, "sys_enter run time {time}");
+}
+
+/// A hook name in `disable` that the sampler does not have (a typo, or a
+/// hook an upgrade removed) fails that sampler with the names it has.
+#[test]
+fn unknown_hook_in_disable_is_named() {
+    if !bpf_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = only_samplers_config(dir.path(), &["tcp"], |t| {
+        t.replace(
+            "disable = []\ninterval = \"1s\"",
+            "disable = [\"tcp_probe\"]\ninterval = \"1s\"",
+        )
+    });
+    let out = std::process::Command::new(BIN)
+        .arg("--once")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("sampler tcp: FAILED: [samplers.tcp] disable: unknown hook `tcp_probe`; its hooks are inet_sock_set_state,"),
+        "{stderr}"
+    );
 }

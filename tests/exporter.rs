@@ -36,8 +36,10 @@ fn source_up(text: &str, source: &str) -> Option<f64> {
 
 #[test]
 fn two_agents_through_the_exporter_into_prometheus() {
-    let a = Agent::start();
-    let b = Agent::start();
+    // Syscall latency (sampled) too: a labelled histogram end to end.
+    let sampled = |t: String| t.replace("latency = \"off\"", "latency = \"sampled\"");
+    let a = Agent::start_with(sampled);
+    let b = Agent::start_with(sampled);
     let (sa, sb) = (
         format!("127.0.0.1:{}", a.port),
         format!("127.0.0.1:{}", b.port),

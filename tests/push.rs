@@ -61,7 +61,8 @@ fn timestamps(prom: &Prometheus, metric: &str, secs: u64) -> Vec<f64> {
 
 #[test]
 fn pushes_through_an_outage_and_a_kill_without_a_gap() {
-    let agent = Agent::start();
+    // Syscall latency (sampled) too: a labelled histogram end to end.
+    let agent = Agent::start_with(|t| t.replace("latency = \"off\"", "latency = \"sampled\""));
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("prometheus");
     let port = free_port();

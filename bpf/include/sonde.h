@@ -58,22 +58,32 @@ static __always_inline __u32 h2_index(__u64 v)
 }
 
 /* Defines program `<name>_btf` on tp_btf/<tp> and its twin `<name>_raw` on
- * raw_tp/<tp>, both running `body` with the tracepoint's arguments. The
- * loader picks one twin by probing; keeping both in one line keeps them the
- * same. */
+ * raw_tp/<tp>, both running `body` with the tracepoint's arguments. `body`
+ * may use `btf` (true in the tp_btf twin), e.g. through SONDE_READ. The
+ * loader picks one twin by probing; keeping both in one line keeps them
+ * the same. */
 #define SONDE_HOOK(name, tp, body, ...)                                                            \
 	SEC("tp_btf/" #tp)                                                                         \
 	int BPF_PROG(name##_btf, ##__VA_ARGS__)                                                    \
 	{                                                                                          \
+		const bool btf = true;                                                             \
+		(void)btf;                                                                         \
 		body;                                                                              \
 		return 0;                                                                          \
 	}                                                                                          \
 	SEC("raw_tp/" #tp)                                                                         \
 	int BPF_PROG(name##_raw, ##__VA_ARGS__)                                                    \
 	{                                                                                          \
+		const bool btf = false;                                                            \
+		(void)btf;                                                                         \
 		body;                                                                              \
 		return 0;                                                                          \
 	}
+
+/* Reads `p->field`: a plain load in tp_btf programs (BTF pointers), a
+ * bpf_probe_read in their raw_tp twins. `btf` is a constant once the
+ * shared body is inlined into each twin, so each keeps only its branch. */
+#define SONDE_READ(btf, p, field) ((btf) ? (p)->field : BPF_CORE_READ(p, field))
 
 /* Adds `v` to slot `idx` of an mmap'able array (a per-CPU bank slot or a
  * histogram bucket). The slot is only written from one CPU and the same

@@ -114,18 +114,37 @@ pub struct ProgramInfo {
     pub reason: Option<String>,
 }
 
-/// How many entries an mmap'able array gets: a bank of `width` u64 per CPU.
-pub struct Sizing {
-    pub map: &'static str,
-    pub per_cpu: usize,
+/// An mmap'able array a sampler's object declares, sized per CPU before
+/// load: banks of `width` counters, or `count` histograms.
+#[derive(Clone, Copy, Debug)]
+struct Array {
+    name: &'static str,
+    shape: Shape,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    Banks(usize),
+    Histograms(usize),
+}
+
+impl Shape {
+    fn per_cpu(self) -> usize {
+        match self {
+            Shape::Banks(width) => width,
+            Shape::Histograms(count) => count * consts::sonde::HISTOGRAM_BUCKETS,
+        }
+    }
 }
 
 /// A loaded and attached skeleton.
 pub struct Bpf<S> {
     pub skel: S,
-    _links: Vec<Link>,
+    /// Each attached program's link, by its base name.
+    links: Vec<(String, Link)>,
     pub info: BpfInfo,
     pub cpus: usize,
+    arrays: Vec<Array>,
 }
 
 /// What the agent reports about a sampler's BPF object (`/samplers`,
@@ -179,59 +198,153 @@ fn init_libbpf_logging() {
     });
 }
 
-/// Opens, sizes, loads and attaches a skeleton for `sampler`.
+/// Declares a sampler's BPF object (each mmap'able array once, with its
+/// per-CPU shape), then opens, sizes, loads and attaches it.
 ///
-/// `builder` makes a fresh skeleton builder (called again for the `raw_tp`
-/// retry); `unused` names hooks the sampler's own options leave out (not
-/// loaded, not reported); `after_load` runs before attaching, to fill
-/// lookup tables the programs read. Fails only when nothing could be
-/// loaded; a program that will not attach is reported in `programs` and the
-/// rest keep working.
-pub fn load<B, S>(
+/// Loading tries `tp_btf` then the `raw_tp` twins (per `hook`) and fails
+/// only when nothing could be loaded; a program that will not attach is
+/// reported in `programs` and the rest keep working.
+pub struct Loader<'a, B> {
     sampler: &'static str,
-    builder: impl Fn() -> B,
-    options: &BpfOptions,
-    unused: &[&str],
-    sizing: &[Sizing],
-    after_load: impl Fn(&Object) -> anyhow::Result<()>,
-) -> anyhow::Result<Bpf<S>>
+    builder: fn() -> B,
+    options: &'a BpfOptions,
+    unused: Vec<&'static str>,
+    arrays: Vec<Array>,
+}
+
+impl<'a, B> Loader<'a, B>
 where
     B: SkelBuilder<'static>,
-    B::Output: OpenSkel<'static, Output = S>,
-    S: Skel<'static>,
 {
-    init_libbpf_logging();
-    let cpus = possible_cpus()?;
-    let modes: &[HookMode] = match options.hook {
-        HookMode::Auto => &[HookMode::TpBtf, HookMode::RawTp],
-        HookMode::TpBtf => &[HookMode::TpBtf],
-        HookMode::RawTp => &[HookMode::RawTp],
-    };
-    let mut errors = Vec::new();
-    for &mode in modes {
-        // The open object must outlive the skeleton, which lives as long
-        // as the agent: leak its small storage rather than self-reference.
-        let storage: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = builder()
-            .open(storage)
-            .context("cannot open the BPF object")?;
-        configure(open.open_object_mut(), mode, options, unused, sizing, cpus)?;
-        match open.load() {
-            Ok(skel) => {
-                if let Err(e) = after_load(skel.object()) {
-                    errors.push(format!("{mode:?}: {e:#}"));
-                    continue;
-                }
-                return Ok(attach(sampler, skel, options, unused, cpus));
-            }
-            Err(e) => {
-                tracing::debug!(sampler, ?mode, error = %e, "BPF load failed");
-                errors.push(format!("{} load failed: {e}", mode_name(mode)));
-            }
+    /// `builder` makes a fresh skeleton builder (again for the raw_tp retry).
+    pub fn new(sampler: &'static str, builder: fn() -> B, options: &'a BpfOptions) -> Self {
+        Loader {
+            sampler,
+            builder,
+            options,
+            unused: Vec::new(),
+            arrays: Vec::new(),
         }
     }
-    anyhow::bail!("{}", errors.join("; "))
+
+    /// Hooks the sampler's own options leave out: not loaded, not reported.
+    pub fn unused(mut self, hooks: &[&'static str]) -> Self {
+        self.unused.extend_from_slice(hooks);
+        self
+    }
+
+    /// An array of per-CPU banks of `width` u64 counters.
+    pub fn banks(mut self, map: &'static str, width: usize) -> Self {
+        self.arrays.push(Array {
+            name: map,
+            shape: Shape::Banks(width),
+        });
+        self
+    }
+
+    /// An array of `count` H2 histograms per CPU.
+    pub fn histograms(mut self, map: &'static str, count: usize) -> Self {
+        self.arrays.push(Array {
+            name: map,
+            shape: Shape::Histograms(count),
+        });
+        self
+    }
+
+    pub fn load<S>(self) -> anyhow::Result<Bpf<S>>
+    where
+        B::Output: OpenSkel<'static, Output = S>,
+        S: Skel<'static>,
+    {
+        self.load_with(|_| Ok(()), |_| Ok(()))
+    }
+
+    /// Loads with `configure` run on the open skeleton (to set its
+    /// read-only data, which the verifier then prunes by) and `after_load`
+    /// before attaching (to fill lookup tables the programs read).
+    pub fn load_with<S>(
+        self,
+        configure: impl Fn(&mut B::Output) -> anyhow::Result<()>,
+        after_load: impl Fn(&Object) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Bpf<S>>
+    where
+        B::Output: OpenSkel<'static, Output = S>,
+        S: Skel<'static>,
+    {
+        init_libbpf_logging();
+        let cpus = possible_cpus()?;
+        let modes: &[HookMode] = match self.options.hook {
+            HookMode::Auto => &[HookMode::TpBtf, HookMode::RawTp],
+            HookMode::TpBtf => &[HookMode::TpBtf],
+            HookMode::RawTp => &[HookMode::RawTp],
+        };
+        let mut errors = Vec::new();
+        for &mode in modes {
+            // The open object must outlive the skeleton, which lives as long
+            // as the agent: leak its small storage rather than self-reference.
+            let storage: &'static mut MaybeUninit<OpenObject> =
+                Box::leak(Box::new(MaybeUninit::uninit()));
+            let mut open = (self.builder)()
+                .open(storage)
+                .context("cannot open the BPF object")?;
+            self.configure(open.open_object_mut(), mode, cpus)?;
+            configure(&mut open)?;
+            match open.load() {
+                Ok(skel) => {
+                    if let Err(e) = after_load(skel.object()) {
+                        errors.push(format!("{mode:?}: {e:#}"));
+                        continue;
+                    }
+                    let mut bpf = attach(self.sampler, skel, self.options, &self.unused, cpus);
+                    bpf.arrays = self.arrays;
+                    return Ok(bpf);
+                }
+                Err(e) => {
+                    let sampler = self.sampler;
+                    tracing::debug!(sampler, ?mode, error = %e, "BPF load failed");
+                    errors.push(format!("{} load failed: {e}", mode_name(mode)));
+                }
+            }
+        }
+        anyhow::bail!("{}", errors.join("; "))
+    }
+
+    fn configure(&self, obj: &mut OpenObject, mode: HookMode, cpus: usize) -> anyhow::Result<()> {
+        // A hook name that is not one of ours is a typo or a hook an
+        // upgrade removed: say so rather than silently attach it.
+        let mut hooks: Vec<String> = obj
+            .progs()
+            .map(|p| variant(&p.name().to_string_lossy()).0.to_string())
+            .filter(|h| !h.starts_with("sched_process_free"))
+            .collect();
+        hooks.sort();
+        hooks.dedup();
+        if let Some(bad) = self.options.disable.iter().find(|d| !hooks.contains(d)) {
+            anyhow::bail!(
+                "[samplers.{}] disable: unknown hook `{bad}`; its hooks are {}",
+                self.sampler,
+                hooks.join(", ")
+            );
+        }
+        for mut prog in obj.progs_mut() {
+            let name = prog.name().to_string_lossy().into_owned();
+            let (base, v) = variant(&name);
+            let wanted = v.is_none_or(|v| v == mode)
+                && !self.options.disable.iter().any(|d| d == base)
+                && !self.unused.contains(&base);
+            prog.set_autoload(wanted);
+        }
+        for mut map in obj.maps_mut() {
+            let name = map.name().to_string_lossy().into_owned();
+            if let Some(a) = self.arrays.iter().find(|a| a.name == name) {
+                let entries =
+                    u32::try_from(a.shape.per_cpu() * cpus).context("BPF map too large")?;
+                map.set_max_entries(entries)
+                    .with_context(|| format!("cannot size BPF map {name}"))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn mode_name(mode: HookMode) -> &'static str {
@@ -240,33 +353,6 @@ fn mode_name(mode: HookMode) -> &'static str {
         HookMode::TpBtf => "tp_btf",
         HookMode::RawTp => "raw_tp",
     }
-}
-
-fn configure(
-    obj: &mut OpenObject,
-    mode: HookMode,
-    options: &BpfOptions,
-    unused: &[&str],
-    sizing: &[Sizing],
-    cpus: usize,
-) -> anyhow::Result<()> {
-    for mut prog in obj.progs_mut() {
-        let name = prog.name().to_string_lossy().into_owned();
-        let (base, v) = variant(&name);
-        let wanted = v.is_none_or(|v| v == mode)
-            && !options.disable.iter().any(|d| d == base)
-            && !unused.contains(&base);
-        prog.set_autoload(wanted);
-    }
-    for mut map in obj.maps_mut() {
-        let name = map.name().to_string_lossy().into_owned();
-        if let Some(s) = sizing.iter().find(|s| s.map == name) {
-            let entries = u32::try_from(s.per_cpu * cpus).context("BPF map too large")?;
-            map.set_max_entries(entries)
-                .with_context(|| format!("cannot size BPF map {name}"))?;
-        }
-    }
-    Ok(())
 }
 
 fn attach<S: Skel<'static>>(
@@ -309,7 +395,7 @@ fn attach<S: Skel<'static>>(
         } else {
             match prog.attach() {
                 Ok(link) => {
-                    links.push(link);
+                    links.push((base.to_string(), link));
                     info.attached = true;
                     if stats_enabled {
                         stats.push(ProgramStats {
@@ -338,7 +424,7 @@ fn attach<S: Skel<'static>>(
     health.push(mem);
     Bpf {
         skel,
-        _links: links,
+        links,
         info: BpfInfo {
             programs,
             map_bytes,
@@ -346,6 +432,7 @@ fn attach<S: Skel<'static>>(
             _health: health,
         },
         cpus,
+        arrays: Vec::new(),
     }
 }
 
@@ -366,15 +453,60 @@ impl<S: Skel<'static>> Bpf<S> {
         self.skel.object()
     }
 
-    /// A named mmap'able array of the object, viewed as per-CPU banks.
-    pub fn banks(&self, map: &str, width: usize) -> anyhow::Result<Banks> {
-        Banks::new(self.object(), map, self.cpus, width)
+    /// The declared array `map`, mmap'd as per-CPU banks.
+    pub fn banks(&self, map: &str) -> anyhow::Result<Banks> {
+        match self.shape(map)? {
+            Shape::Banks(width) => Banks::new(self.object(), map, self.cpus, width),
+            s => anyhow::bail!("BPF map `{map}` is declared as {s:?}, not banks"),
+        }
     }
 
-    /// A named mmap'able array of the object, viewed as per-CPU histograms.
-    pub fn histograms(&self, map: &str, count: usize) -> anyhow::Result<Histograms> {
-        Histograms::new(self.object(), map, self.cpus, count)
+    /// The declared array `map`, mmap'd as per-CPU histograms.
+    pub fn histograms(&self, map: &str) -> anyhow::Result<Histograms> {
+        match self.shape(map)? {
+            Shape::Histograms(count) => Histograms::new(self.object(), map, self.cpus, count),
+            s => anyhow::bail!("BPF map `{map}` is declared as {s:?}, not histograms"),
+        }
     }
+
+    /// A duplicate of the link of iterator program `prog`, for a thread
+    /// that runs passes of it (see [`run_iter`]) while the object lives.
+    pub fn iter_link(&self, prog: &str) -> anyhow::Result<std::os::fd::OwnedFd> {
+        let (_, link) = self
+            .links
+            .iter()
+            .find(|(name, _)| name == prog)
+            .with_context(|| format!("iterator program `{prog}` is not attached"))?;
+        link.as_fd()
+            .try_clone_to_owned()
+            .context("cannot duplicate the iterator link")
+    }
+
+    fn shape(&self, map: &str) -> anyhow::Result<Shape> {
+        self.arrays
+            .iter()
+            .find(|a| a.name == map)
+            .map(|a| a.shape)
+            .with_context(|| format!("BPF map `{map}` was not declared to the loader"))
+    }
+}
+
+/// One pass of the iterator program behind `link`: it runs over every
+/// object (socket, task, …) while the iterator is read to its end.
+pub fn run_iter(link: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::io::Read as _;
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: bpf_iter_create takes a link fd we hold open and returns a
+    // new fd (or -1), which the File below owns and closes.
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_iter_create(link.as_raw_fd()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let mut it = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut buf = [0u8; 256];
+    while it.read(&mut buf)? > 0 {}
+    Ok(())
 }
 
 /// Names of the values `0..n` of kernel enum `name`, read from the running

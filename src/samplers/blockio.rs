@@ -1,5 +1,6 @@
-//! `blockio`: block request latency (issue → complete) and size by
-//! operation, with operation, byte and error counts, for all devices.
+//! `blockio`: block request latency and size by operation, with operation,
+//! byte and error counts over all devices, counted as /proc/diskstats
+//! counts them, from one program on block_rq_complete.
 
 use std::sync::Arc;
 
@@ -7,8 +8,7 @@ use linkme::distributed_slice;
 
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::blockio::*;
-use crate::bpf::consts::sonde::HISTOGRAM_BUCKETS;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, Sizing};
+use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, Loader};
 use crate::registry::Series;
 
 mod skel {
@@ -22,8 +22,8 @@ crate::family! {
         unit: Nanoseconds,
         labels: ["op"],
         sampler: "blockio",
-        source: "block:block_rq_issue/block_rq_complete",
-        help: "Time from issuing a block request to the device until it completed.",
+        source: "block:block_rq_complete",
+        help: "Time from a block request's creation to its completion: what /proc/diskstats adds up per request (iostat's await).",
     }
 }
 crate::family! {
@@ -33,7 +33,7 @@ crate::family! {
         labels: ["op"],
         sampler: "blockio",
         source: "block:block_rq_complete",
-        help: "Size of block requests.",
+        help: "Size of block requests that carry data.",
     }
 }
 crate::family! {
@@ -43,7 +43,7 @@ crate::family! {
         labels: ["op"],
         sampler: "blockio",
         source: "block:block_rq_complete",
-        help: "Block requests completed.",
+        help: "Block requests completed, grouped as /proc/diskstats groups them (write includes write zeroes, discard secure erase).",
     }
 }
 crate::family! {
@@ -95,23 +95,11 @@ struct Blockio {
 }
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
-    let bpf = bpf::load(
-        "blockio",
-        BlockioSkelBuilder::default,
-        &ctx.options()?,
-        &[],
-        &[
-            Sizing {
-                map: "blockio_counters",
-                per_cpu: BLOCKIO_BANK,
-            },
-            Sizing {
-                map: "blockio_histograms",
-                per_cpu: BLOCKIO_HISTS * HISTOGRAM_BUCKETS,
-            },
-        ],
-        |_| Ok(()),
-    )?;
+    let options: BpfOptions = ctx.options()?;
+    let bpf = Loader::new("blockio", BlockioSkelBuilder::default, &options)
+        .banks("blockio_counters", BLOCKIO_BANK)
+        .histograms("blockio_histograms", BLOCKIO_HISTS)
+        .load()?;
     let ops = OPS
         .iter()
         .map(|op| Op {
@@ -123,8 +111,8 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         })
         .collect();
     Ok(Some(Box::new(Blockio {
-        banks: bpf.banks("blockio_counters", BLOCKIO_BANK)?,
-        histograms: bpf.histograms("blockio_histograms", BLOCKIO_HISTS)?,
+        banks: bpf.banks("blockio_counters")?,
+        histograms: bpf.histograms("blockio_histograms")?,
         bpf,
         scratch: Vec::new(),
         ops,

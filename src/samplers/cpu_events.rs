@@ -8,7 +8,7 @@ use linkme::distributed_slice;
 
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::cpu_events::*;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Sizing};
+use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, HookMode, Loader};
 use crate::registry::Series;
 
 mod skel {
@@ -33,14 +33,34 @@ crate::family! {
         labels: ["reason"],
         sampler: "cpu_events",
         source: "tlb:tlb_flush",
-        help: "TLB flushes by reason (x86 only).",
+        help: "TLB flushes by reason (x86 only; with [samplers.cpu_events] tlb = true).",
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Options {
+    hook: HookMode,
+    disable: Vec<String>,
+    /// Count TLB flushes: tlb_flush fires on most switches between two
+    /// processes, so this is one more program run per context switch.
+    tlb: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            hook: HookMode::Auto,
+            disable: Vec::new(),
+            tlb: false,
+        }
     }
 }
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
     name: "cpu_events",
-    validate: options::<BpfOptions>,
+    validate: options::<Options>,
     init,
 };
 
@@ -65,24 +85,23 @@ fn tlb_series() -> Vec<(usize, Arc<Series>)> {
 }
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
-    let bpf = bpf::load(
-        "cpu_events",
-        CpuEventsSkelBuilder::default,
-        &ctx.options()?,
-        &[],
-        &[Sizing {
-            map: "cpu_counters",
-            per_cpu: CPU_BANK,
-        }],
-        |_| Ok(()),
-    )?;
+    let options: Options = ctx.options()?;
+    let bpf_options = BpfOptions {
+        hook: options.hook,
+        disable: options.disable,
+    };
+    let unused: &[&str] = if options.tlb { &[] } else { &["tlb_flush"] };
+    let bpf = Loader::new("cpu_events", CpuEventsSkelBuilder::default, &bpf_options)
+        .unused(unused)
+        .banks("cpu_counters", CPU_BANK)
+        .load()?;
     let tlb_attached = bpf
         .info
         .programs
         .iter()
         .any(|p| p.name == "tlb_flush" && p.attached);
     Ok(Some(Box::new(CpuEvents {
-        banks: bpf.banks("cpu_counters", CPU_BANK)?,
+        banks: bpf.banks("cpu_counters")?,
         bpf,
         migrations: MIGRATIONS.single(),
         // No TLB series where the tracepoint is missing (not x86).

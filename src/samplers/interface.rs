@@ -5,7 +5,7 @@ use std::sync::Arc;
 use linkme::distributed_slice;
 use serde::Deserialize;
 
-use super::common::{glob, Keyed, ProcFile};
+use super::common::{glob, net_dev_line, Keyed, ProcFile};
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::registry::{Family, Series};
 
@@ -95,27 +95,11 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
     Ok(Some(Box::new(s)))
 }
 
-/// One interface line of /proc/net/dev (`  eth0: rx_bytes rx_packets …
-/// tx_bytes …`, 16 counters): its name and counters. The two header lines
-/// have no colon after a name and are skipped.
-pub fn parse_line(line: &str) -> Option<(&str, [u64; 16])> {
-    let (name, rest) = line.split_once(':')?;
-    let name = name.trim();
-    if name.is_empty() || name.contains('|') {
-        return None;
-    }
-    let mut v = [0u64; 16];
-    for (slot, f) in v.iter_mut().zip(rest.split_ascii_whitespace()) {
-        *slot = f.parse().unwrap_or(0);
-    }
-    Some((name, v))
-}
-
 impl Sampler for Interfaces {
     fn refresh(&mut self) -> anyhow::Result<()> {
         let text = self.file.read()?;
         self.interfaces.begin();
-        for (name, v) in text.lines().filter_map(parse_line) {
+        for (name, v) in text.lines().filter_map(net_dev_line) {
             let exclude = &self.options.exclude;
             let make = || {
                 let wanted = !exclude.iter().any(|p| glob(p, name));
@@ -132,36 +116,5 @@ impl Sampler for Interfaces {
         }
         self.interfaces.finish();
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_line;
-
-    #[test]
-    fn parses_net_dev_including_odd_names() {
-        let text = "Inter-|   Receive                                                |  Transmit
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
-    lo: 1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0
-  eth0: 123456789012 99 1 2 0 0 0 0 555 44 3 4 0 0 0 0
-veth1a2b3c4d-long:1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16
-br-9f8e7d6c5b4a: 7 0 0 0 0 0 0 0 8 0 0 0 0 0 0 0
-";
-        let lines: Vec<_> = text.lines().filter_map(parse_line).collect();
-        let names: Vec<&str> = lines.iter().map(|(n, _)| *n).collect();
-        assert_eq!(
-            names,
-            ["lo", "eth0", "veth1a2b3c4d-long", "br-9f8e7d6c5b4a"]
-        );
-        let eth0 = lines[1].1;
-        assert_eq!(
-            (eth0[0], eth0[1], eth0[2], eth0[3]),
-            (123456789012, 99, 1, 2)
-        );
-        assert_eq!((eth0[8], eth0[9], eth0[10], eth0[11]), (555, 44, 3, 4));
-        // A counter that abuts the colon (long names) still parses.
-        assert_eq!(lines[2].1[0], 1);
-        assert_eq!(lines[2].1[15], 16);
     }
 }

@@ -1,13 +1,15 @@
-//! `network`: bytes and packets by direction over all devices, drops by
-//! the kernel's drop reason, transmit timeouts.
+//! `network`: bytes and packets by direction over all devices (the
+//! kernel's per-device counters, summed), drops by the kernel's drop reason
+//! and transmit timeouts (BPF, on hooks that fire only when they happen).
 
 use std::sync::Arc;
 
 use linkme::distributed_slice;
 
+use super::common::{net_dev_line, ProcFile};
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::network::*;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Sizing};
+use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Loader};
 use crate::registry::Series;
 
 mod skel {
@@ -21,8 +23,8 @@ crate::family! {
         unit: Bytes,
         labels: ["direction"],
         sampler: "network",
-        source: "net:netif_receive_skb/net_dev_start_xmit",
-        help: "Bytes received and transmitted by all network devices.",
+        source: "/proc/net/dev",
+        help: "Bytes received and transmitted by all network devices, loopback included (the sum of the kernel's per-device counters, in the agent's network namespace).",
     }
 }
 crate::family! {
@@ -31,8 +33,8 @@ crate::family! {
         unit: Count,
         labels: ["direction"],
         sampler: "network",
-        source: "net:netif_receive_skb/net_dev_start_xmit",
-        help: "Packets received and transmitted by all network devices.",
+        source: "/proc/net/dev",
+        help: "Packets received and transmitted by all network devices, loopback included (the sum of the kernel's per-device counters, in the agent's network namespace).",
     }
 }
 crate::family! {
@@ -66,6 +68,7 @@ static SPEC: SamplerSpec = SamplerSpec {
 };
 
 struct Network {
+    net_dev: ProcFile,
     bpf: Bpf<NetworkSkel<'static>>,
     banks: Banks,
     drops: Banks,
@@ -92,40 +95,45 @@ fn drop_reasons() -> Vec<String> {
 }
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
-    let bpf = bpf::load(
-        "network",
-        NetworkSkelBuilder::default,
-        &ctx.options()?,
-        &[],
-        &[
-            Sizing {
-                map: "net_counters",
-                per_cpu: NET_BANK,
-            },
-            Sizing {
-                map: "net_drops",
-                per_cpu: NET_DROP_REASONS,
-            },
-        ],
-        |_| Ok(()),
-    )?;
-    Ok(Some(Box::new(Network {
-        banks: bpf.banks("net_counters", NET_BANK)?,
-        drops: bpf.banks("net_drops", NET_DROP_REASONS)?,
+    let options: BpfOptions = ctx.options()?;
+    let bpf = Loader::new("network", NetworkSkelBuilder::default, &options)
+        .banks("net_counters", NET_BANK)
+        .banks("net_drops", NET_DROP_REASONS)
+        .load()?;
+    let mut s = Network {
+        net_dev: ProcFile::open("/proc/net/dev")?,
+        banks: bpf.banks("net_counters")?,
+        drops: bpf.banks("net_drops")?,
         bpf,
         bytes: DIRECTIONS.map(|d| BYTES.series(&[d])),
         packets: DIRECTIONS.map(|d| PACKETS.series(&[d])),
         timeouts: TIMEOUTS.single(),
         reasons: drop_reasons(),
         drop_series: vec![None; NET_DROP_REASONS],
-    })))
+    };
+    s.refresh()?;
+    Ok(Some(Box::new(s)))
+}
+
+/// (bytes, packets) per direction, summed over every device of
+/// /proc/net/dev (receive: columns 0, 1; transmit: 8, 9).
+pub fn net_dev_totals(text: &str) -> [[u64; 2]; 2] {
+    let mut t = [[0u64; 2]; 2];
+    for (_, v) in text.lines().filter_map(net_dev_line) {
+        for (d, cols) in [[0, 1], [8, 9]].into_iter().enumerate() {
+            t[d][0] += v[cols[0]];
+            t[d][1] += v[cols[1]];
+        }
+    }
+    t
 }
 
 impl Sampler for Network {
     fn refresh(&mut self) -> anyhow::Result<()> {
-        for d in 0..2 {
-            self.bytes[d].set_counter(self.banks.sum(NET_SLOT_BYTES + d));
-            self.packets[d].set_counter(self.banks.sum(NET_SLOT_PACKETS + d));
+        let totals = net_dev_totals(self.net_dev.read()?);
+        for (d, [bytes, packets]) in totals.into_iter().enumerate() {
+            self.bytes[d].set_counter(bytes);
+            self.packets[d].set_counter(packets);
         }
         self.timeouts.set_counter(self.banks.sum(NET_SLOT_TIMEOUTS));
         for (reason, series) in self.drop_series.iter_mut().enumerate() {
@@ -141,5 +149,18 @@ impl Sampler for Network {
 
     fn bpf(&self) -> Option<&BpfInfo> {
         Some(&self.bpf.info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sums_every_device_by_direction() {
+        let text = "Inter-|   Receive  |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo: 1000 10 0 0 0 0 0 0 1000 10 0 0 0 0 0 0
+  eth0: 500 5 1 0 0 0 0 0 700 7 0 0 0 0 0 0
+";
+        assert_eq!(super::net_dev_totals(text), [[1500, 15], [1700, 17]]);
     }
 }

@@ -1,5 +1,6 @@
-//! `scheduler`: run-queue latency, off-CPU time, on-CPU slices and context
-//! switches, from sched_wakeup, sched_wakeup_new and sched_switch.
+//! `scheduler`: run-queue latency, on-CPU slices, context switches and
+//! (opt-in) off-CPU time, from one program on sched_switch reading the
+//! kernel's own sched_info stamps (see bpf/scheduler.bpf.c).
 
 use std::sync::Arc;
 
@@ -7,8 +8,7 @@ use linkme::distributed_slice;
 
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::scheduler::*;
-use crate::bpf::consts::sonde::HISTOGRAM_BUCKETS;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, Sizing};
+use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, HookMode, Loader};
 use crate::registry::{Family, Series};
 
 mod skel {
@@ -22,8 +22,8 @@ crate::family! {
         unit: Nanoseconds,
         labels: [],
         sampler: "scheduler",
-        source: "sched:sched_wakeup,sched_wakeup_new,sched_switch",
-        help: "Time a task waited on a run queue: from wakeup or preemption until it ran.",
+        source: "sched:sched_switch + sched_info",
+        help: "Time a task waited on the run queue it ran from: from wakeup or preemption (or arrival by migration) until it ran.",
     }
 }
 crate::family! {
@@ -33,7 +33,7 @@ crate::family! {
         labels: [],
         sampler: "scheduler",
         source: "sched:sched_switch",
-        help: "Time a task spent off CPU between two runs (blocked or waiting).",
+        help: "Time a task spent off CPU between two runs, blocked or waiting (with [samplers.scheduler] offcpu = true).",
     }
 }
 crate::family! {
@@ -53,7 +53,7 @@ crate::family! {
         labels: ["kind"],
         sampler: "scheduler",
         source: "sched:sched_switch",
-        help: "Context switches: voluntary (the task blocked) or involuntary (it was preempted).",
+        help: "Context switches away from a task (not from the idle task, unlike /proc/stat ctxt): voluntary (it blocked) or involuntary (it was preempted).",
     }
 }
 
@@ -64,10 +64,30 @@ const HISTS: [(&Family, usize); SCHED_HISTS] = [
     (&RUNNING, SCHED_HIST_RUNNING),
 ];
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Options {
+    hook: HookMode,
+    disable: Vec<String>,
+    /// Measure off-CPU time: a per-task departure stamp, two task storage
+    /// lookups per context switch.
+    offcpu: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            hook: HookMode::Auto,
+            disable: Vec::new(),
+            offcpu: false,
+        }
+    }
+}
+
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
     name: "scheduler",
-    validate: options::<BpfOptions>,
+    validate: options::<Options>,
     init,
 };
 
@@ -83,29 +103,36 @@ struct Scheduler {
 }
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
-    let bpf = bpf::load(
-        "scheduler",
-        SchedulerSkelBuilder::default,
-        &ctx.options()?,
-        &[],
-        &[
-            Sizing {
-                map: "sched_counters",
-                per_cpu: SCHED_BANK,
+    let options: Options = ctx.options()?;
+    let bpf_options = BpfOptions {
+        hook: options.hook,
+        disable: options.disable,
+    };
+    let offcpu = options.offcpu;
+    let bpf = Loader::new("scheduler", SchedulerSkelBuilder::default, &bpf_options)
+        .banks("sched_counters", SCHED_BANK)
+        .histograms("sched_latency", SCHED_HISTS)
+        .load_with(
+            |open| {
+                open.maps
+                    .rodata_data
+                    .as_deref_mut()
+                    .ok_or_else(|| anyhow::anyhow!("the scheduler object has no rodata"))?
+                    .offcpu = offcpu;
+                Ok(())
             },
-            Sizing {
-                map: "sched_latency",
-                per_cpu: SCHED_HISTS * HISTOGRAM_BUCKETS,
-            },
-        ],
-        |_| Ok(()),
-    )?;
+            |_| Ok(()),
+        )?;
     Ok(Some(Box::new(Scheduler {
-        banks: bpf.banks("sched_counters", SCHED_BANK)?,
-        histograms: bpf.histograms("sched_latency", SCHED_HISTS)?,
+        banks: bpf.banks("sched_counters")?,
+        histograms: bpf.histograms("sched_latency")?,
         bpf,
         scratch: Vec::new(),
-        hists: HISTS.iter().map(|(f, h)| (f.single(), *h)).collect(),
+        hists: HISTS
+            .iter()
+            .filter(|(_, h)| offcpu || *h != SCHED_HIST_OFFCPU)
+            .map(|(f, h)| (f.single(), *h))
+            .collect(),
         voluntary: SWITCHES.series(&["voluntary"]),
         involuntary: SWITCHES.series(&["involuntary"]),
         discarded: bpf::discarded("scheduler"),

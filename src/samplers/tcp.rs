@@ -1,14 +1,20 @@
-//! `tcp`: retransmits, connect latency, RTT and jitter, traffic and
-//! resets by direction.
+//! `tcp`: RTT and jitter of established connections, connect latency,
+//! segments, retransmits and resets by direction, and with `calls = true`
+//! bytes and call sizes. See bpf/tcp.bpf.c for what runs where.
 
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use linkme::distributed_slice;
 
+use super::common::ProcFile;
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
-use crate::bpf::consts::sonde::HISTOGRAM_BUCKETS;
 use crate::bpf::consts::tcp::*;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, Sizing};
+use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, HookMode, Loader};
+use crate::config::HumanDuration;
 use crate::registry::Series;
 
 mod skel {
@@ -42,8 +48,8 @@ crate::family! {
         unit: Nanoseconds,
         labels: [],
         sampler: "tcp",
-        source: "tcp:tcp_probe",
-        help: "Smoothed round-trip time of TCP connections, sampled on each received segment.",
+        source: "iter/tcp",
+        help: "Smoothed round-trip time of each established TCP connection, observed once per interval (the agent's network namespace).",
     }
 }
 crate::family! {
@@ -52,8 +58,8 @@ crate::family! {
         unit: Nanoseconds,
         labels: [],
         sampler: "tcp",
-        source: "tcp:tcp_probe",
-        help: "Round-trip time mean deviation (mdev) of TCP connections, sampled on each received segment.",
+        source: "iter/tcp",
+        help: "Round-trip time mean deviation (mdev) of each established TCP connection, observed once per interval (the agent's network namespace).",
     }
 }
 crate::family! {
@@ -63,7 +69,7 @@ crate::family! {
         labels: ["direction"],
         sampler: "tcp",
         source: "sock:sock_send_length/sock_recv_length",
-        help: "Bytes moved per TCP send or receive call.",
+        help: "Bytes moved per TCP send or receive call (with [samplers.tcp] calls = true).",
     }
 }
 crate::family! {
@@ -73,7 +79,7 @@ crate::family! {
         labels: ["direction"],
         sampler: "tcp",
         source: "sock:sock_send_length/sock_recv_length",
-        help: "Bytes sent and received by applications over TCP.",
+        help: "Bytes sent and received by applications over TCP (with [samplers.tcp] calls = true).",
     }
 }
 crate::family! {
@@ -82,8 +88,8 @@ crate::family! {
         unit: Count,
         labels: ["direction"],
         sampler: "tcp",
-        source: "net:netif_receive_skb/net_dev_start_xmit",
-        help: "TCP segments received and transmitted by network devices (IPv4 and IPv6).",
+        source: "/proc/net/snmp",
+        help: "TCP segments received (InSegs, errors included) and sent (OutSegs, retransmissions excluded), as the kernel counts them in the agent's network namespace.",
     }
 }
 crate::family! {
@@ -100,14 +106,81 @@ crate::family! {
 /// The receive/transmit order of every direction pair on the BPF side.
 const DIRECTIONS: [&str; 2] = ["receive", "transmit"];
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Options {
+    hook: HookMode,
+    disable: Vec<String>,
+    /// Count bytes and call sizes per application send/receive: one
+    /// program run per call.
+    calls: bool,
+    /// How often every established connection's RTT is observed.
+    interval: HumanDuration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            hook: HookMode::Auto,
+            disable: Vec::new(),
+            calls: false,
+            interval: HumanDuration(Duration::from_secs(1)),
+        }
+    }
+}
+
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
     name: "tcp",
-    validate: options::<BpfOptions>,
+    validate: options::<Options>,
     init,
 };
 
+/// Runs the RTT iterator once per interval, off the scrape path: a pass
+/// costs in proportion to the connections open.
+struct RttWorker {
+    thread: Option<JoinHandle<()>>,
+    /// Dropping it tells the worker to stop.
+    _stop: mpsc::Sender<()>,
+}
+
+impl RttWorker {
+    fn start(link: OwnedFd, interval: Duration) -> anyhow::Result<RttWorker> {
+        // A first pass now, so the first scrape has connections' RTT.
+        if let Err(e) = bpf::run_iter(link.as_fd()) {
+            anyhow::bail!("cannot run the TCP RTT iterator: {e}");
+        }
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sonde-tcp-rtt".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Err(e) = bpf::run_iter(link.as_fd()) {
+                            tracing::warn!(error = %e, "tcp: RTT iterator pass failed");
+                        }
+                    }
+                    _ => return,
+                }
+            })?;
+        Ok(RttWorker {
+            thread: Some(thread),
+            _stop: stop,
+        })
+    }
+
+    fn alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
 struct Tcp {
+    /// Holds its own duplicate of the iterator's link, so a pass under
+    /// way stays valid whatever is dropped first.
+    rtt: RttWorker,
+    snmp: ProcFile,
+    /// InSegs, OutSegs.
+    segments: [Arc<Series>; 2],
     bpf: Bpf<TcpSkel<'static>>,
     banks: Banks,
     histograms: Histograms,
@@ -121,23 +194,21 @@ struct Tcp {
 }
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
-    let bpf = bpf::load(
-        "tcp",
-        TcpSkelBuilder::default,
-        &ctx.options()?,
-        &[],
-        &[
-            Sizing {
-                map: "tcp_counters",
-                per_cpu: TCP_BANK,
-            },
-            Sizing {
-                map: "tcp_histograms",
-                per_cpu: TCP_HISTS * HISTOGRAM_BUCKETS,
-            },
-        ],
-        |_| Ok(()),
-    )?;
+    let options: Options = ctx.options()?;
+    let bpf_options = BpfOptions {
+        hook: options.hook,
+        disable: options.disable,
+    };
+    let unused: &[&str] = if options.calls {
+        &[]
+    } else {
+        &["sock_send_length", "sock_recv_length"]
+    };
+    let bpf = Loader::new("tcp", TcpSkelBuilder::default, &bpf_options)
+        .unused(unused)
+        .banks("tcp_counters", TCP_BANK)
+        .histograms("tcp_histograms", TCP_HISTS)
+        .load()?;
     let mut hists = vec![
         (TCP_HIST_CONNECT, CONNECT.single()),
         (TCP_HIST_SRTT, SRTT.single()),
@@ -145,25 +216,54 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
     ];
     let mut counters = Vec::new();
     for (d, dir) in DIRECTIONS.iter().enumerate() {
-        hists.push((TCP_HIST_SIZE_RX + d, SIZE.series(&[dir])));
-        counters.push((TCP_SLOT_BYTES + d, BYTES.series(&[dir])));
-        counters.push((TCP_SLOT_PACKETS + d, PACKETS.series(&[dir])));
         counters.push((TCP_SLOT_RESETS + d, RESETS.series(&[dir])));
+        if options.calls {
+            hists.push((TCP_HIST_SIZE_RX + d, SIZE.series(&[dir])));
+            counters.push((TCP_SLOT_BYTES + d, BYTES.series(&[dir])));
+        }
     }
-    Ok(Some(Box::new(Tcp {
-        banks: bpf.banks("tcp_counters", TCP_BANK)?,
-        histograms: bpf.histograms("tcp_histograms", TCP_HISTS)?,
+    let rtt = RttWorker::start(bpf.iter_link("tcp_rtt")?, options.interval.0)?;
+    let mut s = Tcp {
+        rtt,
+        snmp: ProcFile::open("/proc/net/snmp")?,
+        segments: DIRECTIONS.map(|d| PACKETS.series(&[d])),
+        banks: bpf.banks("tcp_counters")?,
+        histograms: bpf.histograms("tcp_histograms")?,
         bpf,
         scratch: Vec::new(),
         retransmits: RETRANSMITS.single(),
         hists,
         counters,
         discarded: bpf::discarded("tcp"),
-    })))
+    };
+    s.refresh()?;
+    Ok(Some(Box::new(s)))
+}
+
+/// `InSegs` and `OutSegs` of the `Tcp:` lines of /proc/net/snmp (a line of
+/// field names, then a line of values).
+pub fn snmp_segments(text: &str) -> Option<[u64; 2]> {
+    let mut tcp = text.lines().filter_map(|l| l.strip_prefix("Tcp:"));
+    let (names, values) = (tcp.next()?, tcp.next()?);
+    let mut out = [None; 2];
+    for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+        let slot = match name {
+            "InSegs" => 0,
+            "OutSegs" => 1,
+            _ => continue,
+        };
+        out[slot] = value.parse().ok();
+    }
+    Some([out[0]?, out[1]?])
 }
 
 impl Sampler for Tcp {
     fn refresh(&mut self) -> anyhow::Result<()> {
+        let segments = snmp_segments(self.snmp.read()?)
+            .ok_or_else(|| anyhow::anyhow!("/proc/net/snmp has no Tcp InSegs/OutSegs"))?;
+        for (s, v) in self.segments.iter().zip(segments) {
+            s.set_counter(v);
+        }
         self.retransmits
             .set_counter(self.banks.sum(TCP_SLOT_RETRANSMITS));
         for (h, series) in &self.hists {
@@ -175,10 +275,27 @@ impl Sampler for Tcp {
         }
         self.discarded
             .set_counter(self.banks.sum(TCP_SLOT_DISCARDED));
+        anyhow::ensure!(self.rtt.alive(), "the TCP RTT thread stopped");
         Ok(())
     }
 
     fn bpf(&self) -> Option<&BpfInfo> {
         Some(&self.bpf.info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_tcp_segments_from_snmp() {
+        let text = "Ip: Forwarding DefaultTTL InReceives
+Ip: 1 64 12345
+Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors
+Tcp: 1 200 120000 -1 100 90 3 4 5 987654 876543 21 0 7 0
+Udp: InDatagrams NoPorts
+Udp: 1 2
+";
+        assert_eq!(super::snmp_segments(text), Some([987654, 876543]));
+        assert_eq!(super::snmp_segments("Tcp: InSegs\n"), None);
     }
 }

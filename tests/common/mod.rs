@@ -406,3 +406,132 @@ fn serve_one(
     conn.write_all(out.as_bytes())?;
     conn.write_all(&body)
 }
+
+/// eBPF tests need root. Under CI=true a test that cannot run fails; else
+/// it says loudly that it did not run.
+pub fn bpf_or_skip() -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "eBPF tests need root (CI=true)"
+    );
+    eprintln!("SKIPPED: eBPF tests need root");
+    false
+}
+
+/// The agent with every sampler disabled but `samplers`, its config then
+/// edited by `edit`. Each listed sampler must start: a BPF load failure is
+/// a test failure.
+pub fn agent_with_config(samplers: &[&str], edit: impl Fn(String) -> String) -> Agent {
+    let wanted: Vec<String> = samplers.iter().map(|s| s.to_string()).collect();
+    let agent = Agent::start_with(move |text| edit(only_samplers(&text, &wanted)));
+    let list: Vec<serde_json::Value> =
+        serde_json::from_slice(&agent.get("/samplers").body).unwrap();
+    for s in &list {
+        if samplers.iter().any(|n| s["name"] == *n) {
+            assert_eq!(s["status"], "active", "sampler did not start: {s}");
+        }
+    }
+    agent
+}
+
+/// config/agent.toml's text with every sampler disabled but `wanted`.
+fn only_samplers(text: &str, wanted: &[String]) -> String {
+    let t = text.replace(
+        "[defaults]\n# Whether samplers without their own `enabled` run.\nenabled = true",
+        "[defaults]\nenabled = false",
+    );
+    // Turn the listed samplers on (their sections say `enabled = true`,
+    // which would otherwise win over [defaults]).
+    let mut out = String::new();
+    let mut current = String::new();
+    for line in t.lines() {
+        if let Some(name) = line
+            .strip_prefix("[samplers.")
+            .and_then(|l| l.strip_suffix(']'))
+        {
+            current = name.to_string();
+        }
+        if line == "enabled = true" && !current.is_empty() && !wanted.contains(&current) {
+            out.push_str("enabled = false\n");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The agent with every sampler disabled but `samplers`.
+pub fn agent_with(samplers: &[&str]) -> Agent {
+    agent_with_config(samplers, |t| t)
+}
+
+/// Sum of every sample of `metric` whose labels contain all of `labels`.
+pub fn total(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    samples(text, metric)
+        .iter()
+        .filter(|(l, _)| labels.iter().all(|want| l.contains(want)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Scrapes until the TTL has passed, so the snapshot is fresh.
+pub fn scrape(agent: &Agent) -> String {
+    std::thread::sleep(Duration::from_millis(150));
+    agent.metrics()
+}
+
+/// The agent's figures, read by `agent`, taken while the kernel's own count
+/// `kernel` stood still: read before and after and equal, so nothing was
+/// counted in between and the agent's figures must equal it. Retries while
+/// the machine is busy.
+pub fn stable<K: PartialEq + std::fmt::Debug>(
+    mut kernel: impl FnMut() -> K,
+    mut agent: impl FnMut() -> String,
+) -> (K, String) {
+    let mut last = None;
+    for _ in 0..200 {
+        let before = kernel();
+        let text = agent();
+        let after = kernel();
+        if before == after {
+            return (after, text);
+        }
+        last = Some((before, after));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the kernel's count never stood still while the agent read it: {last:?}");
+}
+
+/// The config `agent_with_config` would start the agent with.
+pub fn only_samplers_config(
+    dir: &Path,
+    samplers: &[&str],
+    edit: impl Fn(String) -> String,
+) -> PathBuf {
+    let wanted: Vec<String> = samplers.iter().map(|s| s.to_string()).collect();
+    agent_config(dir, move |text| edit(only_samplers(&text, &wanted)))
+}
+
+/// `sonde --once` with only `samplers`: one refresh printed, no socket (so
+/// no TCP traffic of its own, unlike a scrape).
+pub fn once_with(samplers: &[&str], edit: impl Fn(String) -> String) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = only_samplers_config(dir.path(), samplers, edit);
+    let out = Command::new(BIN)
+        .arg("--once")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sonde --once failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

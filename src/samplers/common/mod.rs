@@ -57,6 +57,22 @@ impl ProcFile {
     }
 }
 
+/// One interface line of /proc/net/dev (`  eth0: rx_bytes rx_packets …
+/// tx_bytes …`, 16 counters): its name and counters. The two header lines
+/// have no colon after a name and are skipped.
+pub fn net_dev_line(line: &str) -> Option<(&str, [u64; 16])> {
+    let (name, rest) = line.split_once(':')?;
+    let name = name.trim();
+    if name.is_empty() || name.contains('|') {
+        return None;
+    }
+    let mut v = [0u64; 16];
+    for (slot, f) in v.iter_mut().zip(rest.split_ascii_whitespace()) {
+        *slot = f.parse().unwrap_or(0);
+    }
+    Some((name, v))
+}
+
 /// Parses the whitespace-separated unsigned integers of `s`; anything
 /// unparsable reads as 0 so one odd field cannot hide the others.
 pub fn numbers(s: &str) -> impl Iterator<Item = u64> + '_ {
@@ -101,5 +117,36 @@ mod tests {
         assert!(glob("veth*0", "vethab0"));
         assert!(!glob("veth*0", "vethab1"));
         assert!(glob("/run/*", "/run/user"));
+    }
+}
+
+#[cfg(test)]
+mod net_dev_tests {
+    use super::net_dev_line;
+
+    #[test]
+    fn parses_net_dev_including_odd_names() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo: 1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0
+  eth0: 123456789012 99 1 2 0 0 0 0 555 44 3 4 0 0 0 0
+veth1a2b3c4d-long:1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16
+br-9f8e7d6c5b4a: 7 0 0 0 0 0 0 0 8 0 0 0 0 0 0 0
+";
+        let lines: Vec<_> = text.lines().filter_map(net_dev_line).collect();
+        let names: Vec<&str> = lines.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            ["lo", "eth0", "veth1a2b3c4d-long", "br-9f8e7d6c5b4a"]
+        );
+        let eth0 = lines[1].1;
+        assert_eq!(
+            (eth0[0], eth0[1], eth0[2], eth0[3]),
+            (123456789012, 99, 1, 2)
+        );
+        assert_eq!((eth0[8], eth0[9], eth0[10], eth0[11]), (555, 44, 3, 4));
+        // A counter that abuts the colon (long names) still parses.
+        assert_eq!(lines[2].1[0], 1);
+        assert_eq!(lines[2].1[15], 16);
     }
 }

@@ -1,13 +1,13 @@
-//! `syscall`: syscall counts and latency by operation class, measured in
-//! the kernel on raw_syscalls:sys_enter/sys_exit.
+//! `syscall`: syscall counts by operation class (every syscall, exact), and
+//! the latency of all of them or of a random sample, measured in the kernel
+//! on raw_syscalls:sys_enter/sys_exit (see bpf/syscall.bpf.c for the costs).
 
 use std::sync::Arc;
 
 use linkme::distributed_slice;
 
-use crate::bpf::consts::sonde::HISTOGRAM_BUCKETS;
 use crate::bpf::consts::syscall::*;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, Sizing};
+use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, Loader};
 use crate::registry::Series;
 use crate::samplers::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 
@@ -26,8 +26,8 @@ crate::family! {
         unit: Count,
         labels: ["op"],
         sampler: "syscall",
-        source: "raw_syscalls:sys_enter/sys_exit",
-        help: "Syscalls completed, by operation class.",
+        source: "raw_syscalls:sys_enter",
+        help: "Syscalls entered, by operation class (every one, in every latency mode).",
     }
 }
 crate::family! {
@@ -37,7 +37,7 @@ crate::family! {
         labels: ["op"],
         sampler: "syscall",
         source: "raw_syscalls:sys_enter/sys_exit",
-        help: "Time from syscall entry to exit, by operation class.",
+        help: "Time from syscall entry to exit, by operation class: every syscall with latency = \"all\", a random 1 in `sample` with \"sampled\" (then _count is the syscalls timed).",
     }
 }
 
@@ -62,14 +62,66 @@ const OPS: [&str; SYSCALL_OPS] = [
     "event",
 ];
 
+/// Which syscalls are timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Latency {
+    /// None: counts only (one program on sys_enter, no clock).
+    Off,
+    /// A random 1 in `sample` (adds a sys_exit program on every syscall;
+    /// the clock reads and the per-task stamp only for the timed ones).
+    Sampled,
+    /// Every syscall.
+    All,
+}
+
+impl<'de> serde::Deserialize<'de> for Latency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Latency;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#""off", "sampled" or "all" (or false / true)"#)
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Latency, E> {
+                Ok(if v { Latency::All } else { Latency::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Latency, E> {
+                match v {
+                    "off" => Ok(Latency::Off),
+                    "sampled" => Ok(Latency::Sampled),
+                    "all" => Ok(Latency::All),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Bounds of `sample`: at least every other syscall, at most 1 in 2^20.
+const SAMPLE_MIN: u32 = 2;
+const SAMPLE_MAX: u32 = 1 << 20;
+
+fn sample<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = <u32 as serde::Deserialize>::deserialize(d)?;
+    if (SAMPLE_MIN..=SAMPLE_MAX).contains(&v) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{v} is out of range: time 1 in {SAMPLE_MIN} to 1 in {SAMPLE_MAX} syscalls"
+        )))
+    }
+}
+
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Options {
     hook: bpf::HookMode,
     disable: Vec<String>,
-    /// Measure each syscall's latency (two programs and two clock reads per
-    /// syscall); `false` counts syscalls only, with one program and no clock.
-    latency: bool,
+    latency: Latency,
+    /// With `latency = "sampled"`: time 1 in this many syscalls on average.
+    #[serde(deserialize_with = "sample")]
+    sample: u32,
 }
 
 impl Default for Options {
@@ -77,7 +129,8 @@ impl Default for Options {
         Options {
             hook: bpf::HookMode::Auto,
             disable: Vec::new(),
-            latency: true,
+            latency: Latency::Off,
+            sample: 64,
         }
     }
 }
@@ -95,7 +148,7 @@ struct Syscall {
     histograms: Histograms,
     buckets: Vec<u64>,
     count: Vec<Arc<Series>>,
-    /// Empty in counts-only mode.
+    /// Empty with `latency = "off"`.
     latency: Vec<Arc<Series>>,
     discarded: Arc<Series>,
 }
@@ -124,38 +177,40 @@ fn write_table(obj: &libbpf_rs::Object) -> anyhow::Result<()> {
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let options: Options = ctx.options()?;
-    let unused: &[&str] = if options.latency {
-        &["sys_enter_count"]
-    } else {
-        &["sys_enter", "sys_exit"]
+    let timed = options.latency != Latency::Off;
+    let sample_every = match options.latency {
+        Latency::Sampled => options.sample,
+        _ => 1,
     };
-    let bpf = bpf::load(
-        "syscall",
-        SyscallSkelBuilder::default,
-        &BpfOptions {
-            hook: options.hook,
-            disable: options.disable,
-        },
-        unused,
-        &[
-            Sizing {
-                map: "syscall_counters",
-                per_cpu: SYSCALL_BANK,
+    let bpf_options = BpfOptions {
+        hook: options.hook,
+        disable: options.disable,
+    };
+    let unused: &[&str] = if timed { &[] } else { &["sys_exit"] };
+    let bpf = Loader::new("syscall", SyscallSkelBuilder::default, &bpf_options)
+        .unused(unused)
+        .banks("syscall_counters", SYSCALL_BANK)
+        .histograms("syscall_latency", SYSCALL_OPS)
+        .load_with(
+            |open| {
+                let rodata = open
+                    .maps
+                    .rodata_data
+                    .as_deref_mut()
+                    .ok_or_else(|| anyhow::anyhow!("the syscall object has no rodata"))?;
+                rodata.timed = timed;
+                rodata.sample_every = sample_every;
+                Ok(())
             },
-            Sizing {
-                map: "syscall_latency",
-                per_cpu: SYSCALL_OPS * HISTOGRAM_BUCKETS,
-            },
-        ],
-        write_table,
-    )?;
+            write_table,
+        )?;
     let s = Syscall {
-        banks: bpf.banks("syscall_counters", SYSCALL_BANK)?,
-        histograms: bpf.histograms("syscall_latency", SYSCALL_OPS)?,
+        banks: bpf.banks("syscall_counters")?,
+        histograms: bpf.histograms("syscall_latency")?,
         bpf,
         buckets: Vec::new(),
         count: OPS.iter().map(|op| COUNT.series(&[op])).collect(),
-        latency: if options.latency {
+        latency: if timed {
             OPS.iter().map(|op| LATENCY.series(&[op])).collect()
         } else {
             Vec::new()
@@ -168,15 +223,11 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
 impl Sampler for Syscall {
     fn refresh(&mut self) -> anyhow::Result<()> {
         for op in 0..SYSCALL_OPS {
-            let n = match self.latency.get(op) {
-                Some(latency) => {
-                    let sum = self.banks.sum(SYSCALL_SLOT_SUM + op);
-                    self.histograms.store(op, latency, sum, &mut self.buckets)
-                }
-                // Counts-only mode.
-                None => self.banks.sum(SYSCALL_SLOT_COUNT + op),
-            };
-            self.count[op].set_counter(n);
+            self.count[op].set_counter(self.banks.sum(SYSCALL_SLOT_COUNT + op));
+            if let Some(latency) = self.latency.get(op) {
+                let sum = self.banks.sum(SYSCALL_SLOT_SUM + op);
+                self.histograms.store(op, latency, sum, &mut self.buckets);
+            }
         }
         self.discarded
             .set_counter(self.banks.sum(SYSCALL_SLOT_DISCARDED));
