@@ -1,0 +1,129 @@
+//! Scrape cost: Sonde and node_exporter pulled side by side at 1 Hz.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use super::proc::{get_once, Conn, Proc};
+use super::Plan;
+
+pub fn map_bytes(port: u16) -> Result<u64> {
+    let text = String::from_utf8(get_once(port, "/samplers", false)?.body)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("\"map_bytes\":"))
+        .filter_map(|v| v.trim().trim_end_matches(',').parse::<u64>().ok())
+        .sum())
+}
+
+/// Latencies of one endpoint over one keep-alive connection, and its
+/// body sizes.
+pub struct Endpoint {
+    pub conn: Conn,
+    pub path: &'static str,
+    pub latencies: Vec<Duration>,
+    pub plain: usize,
+    pub gzip: usize,
+    pub gzipped: bool,
+}
+
+impl Endpoint {
+    fn new(port: u16, path: &'static str) -> Endpoint {
+        Endpoint {
+            conn: Conn::new(port),
+            path,
+            latencies: Vec::new(),
+            plain: 0,
+            gzip: 0,
+            gzipped: false,
+        }
+    }
+
+    fn pull(&mut self) -> Result<()> {
+        let path = self.path;
+        let t = Instant::now();
+        let r = self.conn.get(path, true)?;
+        self.latencies.push(t.elapsed());
+        if r.status != 200 {
+            bail!("{path} answered {}", r.status);
+        }
+        self.gzip = r.body.len();
+        self.gzipped = r.gzipped;
+        Ok(())
+    }
+
+    pub fn quantile(&self, q: f64) -> Duration {
+        let mut v = self.latencies.clone();
+        v.sort();
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+pub struct Side {
+    pub cpu: Duration,
+    pub scrapes: usize,
+    pub secs: f64,
+    pub rss: u64,
+    pub hwm: u64,
+}
+
+pub struct Scrape {
+    pub sonde: Side,
+    pub node: Side,
+    pub sonde_metrics: Endpoint,
+    pub sonde_binary: Endpoint,
+    pub node_metrics: Endpoint,
+}
+
+/// Each second, over keep-alive connections asking for gzip (as Prometheus
+/// does): Sonde's /metrics, node_exporter's /metrics, and, after the
+/// snapshot's TTL, Sonde's /metrics/binary (its own refresh).
+pub fn scrape_phase(
+    plan: &Plan,
+    port: u16,
+    ne_port: u16,
+    agent: &Proc,
+    ne: &Proc,
+) -> Result<Scrape> {
+    let mut sm = Endpoint::new(port, "/metrics");
+    let mut sb = Endpoint::new(port, "/metrics/binary");
+    let mut nm = Endpoint::new(ne_port, "/metrics");
+    let (a0, n0, t0) = (agent.cpu(), ne.cpu(), Instant::now());
+    for tick in 0..plan.scrape_secs {
+        let next = t0 + Duration::from_secs(tick + 1);
+        sm.pull()?;
+        nm.pull()?;
+        std::thread::sleep(Duration::from_millis(300));
+        sb.pull()?;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (a1, n1) = (agent.cpu(), ne.cpu());
+    sm.plain = get_once(port, "/metrics", false)?.body.len();
+    sb.plain = get_once(port, "/metrics/binary", false)?.body.len();
+    nm.plain = get_once(ne_port, "/metrics", false)?.body.len();
+    let (rss, hwm) = agent.rss();
+    let (nrss, nhwm) = ne.rss();
+    let n = plan.scrape_secs as usize;
+    Ok(Scrape {
+        sonde: Side {
+            cpu: a1 - a0,
+            scrapes: 2 * n,
+            secs,
+            rss,
+            hwm,
+        },
+        node: Side {
+            cpu: n1 - n0,
+            scrapes: n,
+            secs,
+            rss: nrss,
+            hwm: nhwm,
+        },
+        sonde_metrics: sm,
+        sonde_binary: sb,
+        node_metrics: nm,
+    })
+}
