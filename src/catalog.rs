@@ -71,6 +71,7 @@ const FAMILIES: &[&str] = &[
     "sonde_bpf_discarded_events_total",
     "sonde_bpf_map_memory_bytes",
     "sonde_bpf_program_attached",
+    "sonde_bpf_program_misses_total",
     "sonde_bpf_program_run_seconds_total",
     "sonde_bpf_program_runs_total",
     "sonde_build_info",

@@ -193,23 +193,58 @@ fn direct_writes_reach_blockio() {
         let p = std::alloc::alloc_zeroed(layout);
         std::slice::from_raw_parts_mut(p, SIZE)
     };
+    let disk_writes = || -> u64 {
+        // Writes completed on whole request-based disks, as the kernel counts.
+        std::fs::read_to_string("/proc/diskstats")
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let mq = std::path::Path::new(&format!("/sys/block/{}/mq", f.get(2)?)).exists();
+                mq.then(|| f.get(7)?.parse::<u64>().ok()).flatten()
+            })
+            .sum()
+    };
     let before = scrape(&agent);
+    let disk_before = disk_writes();
     for _ in 0..N {
         f.write_all(buf).unwrap();
     }
     f.sync_all().unwrap();
+    let disk = disk_writes() - disk_before;
     let after = scrape(&agent);
     let w = ["op=\"write\""];
     let ops = total(&after, "blockio_operations_total", &w)
         - total(&before, "blockio_operations_total", &w);
     let bytes =
         total(&after, "blockio_bytes_total", &w) - total(&before, "blockio_bytes_total", &w);
-    assert!(ops >= N as f64, "write operations moved {ops}");
-    assert!(bytes >= (N * SIZE) as f64, "write bytes moved {bytes}");
+    // A completion nested in another on one CPU (an interrupt) is a run the
+    // kernel skips: not counted, but reported. And should the kernel ever
+    // do fewer block writes than ours (it merged some), we count its.
+    let missed = total(
+        &after,
+        "sonde_bpf_program_misses_total",
+        &["program=\"block_rq_complete\""],
+    ) - total(
+        &before,
+        "sonde_bpf_program_misses_total",
+        &["program=\"block_rq_complete\""],
+    );
+    assert!(
+        ops + missed >= (N as u64).min(disk) as f64,
+        "write operations moved {ops} ({missed} missed runs), bytes {bytes}; /proc/diskstats: {disk} writes"
+    );
+    assert!(
+        bytes >= (N as u64).min(disk) as f64 * SIZE as f64,
+        "write bytes moved {bytes}"
+    );
     let lat = total(&after, "blockio_latency_seconds_count", &w)
         - total(&before, "blockio_latency_seconds_count", &w);
-    assert!(lat >= N as f64, "latency observations moved {lat}");
-    assert!(total(&after, "blockio_size_bytes_count", &w) >= N as f64);
+    assert!(
+        lat + missed >= (N as u64).min(disk) as f64,
+        "latency observations moved {lat}"
+    );
+    assert!(total(&after, "blockio_size_bytes_count", &w) + missed >= (N as u64).min(disk) as f64);
     // SAFETY: freeing what alloc_zeroed returned.
     unsafe { std::alloc::dealloc(buf.as_mut_ptr(), layout) };
 }
@@ -222,7 +257,10 @@ fn tcp_connects_bytes_and_softirqs() {
     let agent = agent_with_config(&["tcp", "softirq", "network"], |t| {
         t.replace("time = false", "time = true")
             .replace("calls = false", "calls = true")
-            .replace("interval = \"1s\"", "interval = \"100ms\"")
+            .replace(
+                "disable = []\ninterval = \"10s\"",
+                "disable = []\ninterval = \"100ms\"",
+            )
     });
     let before = scrape(&agent);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -386,11 +424,11 @@ fn degraded_agent_serves_the_rest_and_says_why() {
     if !bpf_or_skip() {
         return;
     }
-    // One hook disabled by config (only tcp's section has interval = "1s").
+    // One hook disabled by config (only tcp's section has `disable = []` before `interval`).
     let agent = Agent::start_with(|t| {
         t.replace(
-            "disable = []\ninterval = \"1s\"",
-            "disable = [\"tcp_retransmit_skb\"]\ninterval = \"1s\"",
+            "disable = []\ninterval = \"10s\"",
+            "disable = [\"tcp_retransmit_skb\"]\ninterval = \"10s\"",
         )
     });
     let list: Vec<serde_json::Value> =
@@ -516,8 +554,8 @@ fn unknown_hook_in_disable_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let config = only_samplers_config(dir.path(), &["tcp"], |t| {
         t.replace(
-            "disable = []\ninterval = \"1s\"",
-            "disable = [\"tcp_probe\"]\ninterval = \"1s\"",
+            "disable = []\ninterval = \"10s\"",
+            "disable = [\"tcp_probe\"]\ninterval = \"10s\"",
         )
     });
     let out = std::process::Command::new(BIN)

@@ -83,8 +83,8 @@ fn block_requests_equal_proc_diskstats() {
     let agent = agent_with_config(&["blockio"], fresh);
     let disks = request_based_disks();
     assert!(!disks.is_empty(), "no request-based block device here");
-    let (k0, text) = stable(|| diskstats(&disks), || agent.metrics());
-    let o0 = ours(&text);
+    let (k0, text0) = stable(|| diskstats(&disks), || agent.metrics());
+    let o0 = ours(&text0);
 
     // /var/tmp is on the root disk (not tmpfs), where O_DIRECT hits it.
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -117,10 +117,27 @@ fn block_requests_equal_proc_diskstats() {
     };
     let (kernel, sonde) = (delta(k0, k1), delta(o0, o1));
     assert!(kernel[1].0 >= N as u64, "diskstats saw {kernel:?}");
-    assert_eq!(
-        sonde, kernel,
-        "(operations, bytes) per read/write/discard/flush: ours vs /proc/diskstats"
+    // Runs the kernel skipped (nested on a CPU) are reported, not counted.
+    let misses = |t: &str| {
+        total(
+            t,
+            "sonde_bpf_program_misses_total",
+            &["program=\"block_rq_complete\""],
+        ) as u64
+    };
+    let missed = misses(&text) - misses(&text0);
+    let short: u64 = kernel
+        .iter()
+        .zip(&sonde)
+        .map(|(k, o)| k.0 - o.0.min(k.0))
+        .sum();
+    assert!(
+        sonde.iter().zip(&kernel).all(|(o, k)| o.0 <= k.0) && short <= missed,
+        "(operations, bytes) per read/write/discard/flush: ours {sonde:?} vs /proc/diskstats {kernel:?} ({missed} missed runs)"
     );
+    if missed == 0 {
+        assert_eq!(sonde, kernel, "ours vs /proc/diskstats");
+    }
 }
 
 /// InSegs, OutSegs.

@@ -63,6 +63,16 @@ crate::family! {
     }
 }
 crate::family! {
+    static PROGRAM_MISSES: Counter {
+        name: "sonde_bpf_program_misses",
+        unit: Count,
+        labels: ["sampler", "program"],
+        sampler: "sonde",
+        source: "bpf_prog_info",
+        help: "Events the kernel did not run the BPF program for, because it was already running on that CPU (an event nested in another, e.g. in an interrupt): they are missing from its counts.",
+    }
+}
+crate::family! {
     static MAP_MEMORY: Gauge {
         name: "sonde_bpf_map_memory_bytes",
         unit: Bytes,
@@ -163,8 +173,9 @@ unsafe impl<S> Send for Bpf<S> {}
 
 struct ProgramStats {
     fd: i32,
-    runs: Arc<Series>,
-    run_time: Arc<Series>,
+    /// Run count and time, when kernel.bpf_stats_enabled=1 at attach.
+    runs: Option<(Arc<Series>, Arc<Series>)>,
+    misses: Arc<Series>,
 }
 
 /// Splits `sys_enter_btf` into (`sys_enter`, Some(TpBtf)).
@@ -397,13 +408,16 @@ fn attach<S: Skel<'static>>(
                 Ok(link) => {
                     links.push((base.to_string(), link));
                     info.attached = true;
-                    if stats_enabled {
-                        stats.push(ProgramStats {
-                            fd: prog.as_fd().as_raw_fd(),
-                            runs: PROGRAM_RUNS.series(&[sampler, base]),
-                            run_time: PROGRAM_RUN_TIME.series(&[sampler, base]),
-                        });
-                    }
+                    stats.push(ProgramStats {
+                        fd: prog.as_fd().as_raw_fd(),
+                        runs: stats_enabled.then(|| {
+                            (
+                                PROGRAM_RUNS.series(&[sampler, base]),
+                                PROGRAM_RUN_TIME.series(&[sampler, base]),
+                            )
+                        }),
+                        misses: PROGRAM_MISSES.series(&[sampler, base]),
+                    });
                 }
                 Err(e) => info.reason = Some(format!("attach failed: {e}")),
             }
@@ -532,8 +546,9 @@ pub fn enum_names(name: &str, prefix: &str, n: usize) -> Vec<Option<String>> {
 }
 
 impl BpfInfo {
-    /// Updates run count and run time of each program, when the kernel
-    /// keeps them (`kernel.bpf_stats_enabled=1` at start).
+    /// Updates each program's missed runs (one bpf syscall per program),
+    /// and its run count and run time when the kernel keeps them
+    /// (`kernel.bpf_stats_enabled=1` at start).
     pub fn refresh_stats(&self) {
         for s in &self.stats {
             // SAFETY: bpf_prog_info is plain data; all-zero is a valid value.
@@ -544,8 +559,11 @@ impl BpfInfo {
                 libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(s.fd, &mut info, &mut len)
             };
             if ret == 0 {
-                s.runs.set_counter(info.run_cnt);
-                s.run_time.set_counter(info.run_time_ns);
+                s.misses.set_counter(info.recursion_misses);
+                if let Some((runs, time)) = &s.runs {
+                    runs.set_counter(info.run_cnt);
+                    time.set_counter(info.run_time_ns);
+                }
             }
         }
     }
