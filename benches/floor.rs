@@ -44,29 +44,6 @@ fn getppid(n: u64) -> f64 {
     t.elapsed().as_nanos() as f64 / n as f64
 }
 
-/// ns per one-byte send + receive on a Unix datagram socket pair (one
-/// sock_send_length and one sock_recv_length each).
-fn unix_send_recv(n: u64) -> f64 {
-    let mut fds = [0i32; 2];
-    // SAFETY: plain socket calls on fds this function owns and closes.
-    unsafe {
-        assert_eq!(
-            libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()),
-            0
-        );
-        let mut b = [7u8; 1];
-        let t = Instant::now();
-        for _ in 0..n {
-            libc::send(fds[0], b.as_ptr().cast(), 1, 0);
-            libc::recv(fds[1], b.as_mut_ptr().cast(), 1, 0);
-        }
-        let ns = t.elapsed().as_nanos() as f64 / n as f64;
-        libc::close(fds[0]);
-        libc::close(fds[1]);
-        ns
-    }
-}
-
 /// ns per context switch: two threads on one CPU taking turns with
 /// sched_yield().
 fn yield_switch(n: u64) -> f64 {
@@ -177,23 +154,6 @@ const LOOPS: &[Loop] = &[
                 what: "sys_enter: task field load (tp_btf)",
                 progs: &["task_field_enter"],
                 runs_per_op: 1.0,
-            },
-        ],
-    },
-    Loop {
-        name: "sock_send/recv_length (Unix datagram send + recv)",
-        op: unix_send_recv,
-        n: 500_000,
-        cases: &[
-            Case {
-                what: "empty program on sock_send_length",
-                progs: &["empty_sock_send_length"],
-                runs_per_op: 1.0,
-            },
-            Case {
-                what: "empty programs on sock_send_length + sock_recv_length",
-                progs: &["empty_sock_send_length", "empty_sock_recv_length"],
-                runs_per_op: 2.0,
             },
         ],
     },

@@ -80,8 +80,8 @@ int BPF_PROG(task_field_enter)
 	return 0;
 }
 
-/* Empty programs on the other hot hooks, counting their runs (the bench
- * runs pinned to one CPU, so a plain increment is exact). */
+/* An empty program on sched_switch, counting its runs (the bench runs
+ * pinned to one CPU, so a plain increment is exact). */
 __u64 runs;
 
 #define FLOOR_EMPTY(name, tp)                                                                      \
@@ -93,12 +93,6 @@ __u64 runs;
 	}
 
 FLOOR_EMPTY(empty_switch, sched_switch)
-FLOOR_EMPTY(empty_wakeup, sched_wakeup)
-FLOOR_EMPTY(empty_softirq_entry, softirq_entry)
-FLOOR_EMPTY(empty_netif_receive_skb, netif_receive_skb)
-FLOOR_EMPTY(empty_sock_recv_length, sock_recv_length)
-FLOOR_EMPTY(empty_tcp_probe, tcp_probe)
-FLOOR_EMPTY(empty_sock_send_length, sock_send_length)
 
 /* Dual MIT/GPL: GPL-compatible for the kernel, MIT like the rest. */
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
