@@ -55,6 +55,14 @@ fn main() {
     }
     std::fs::write(out.join("bpf_consts.rs"), consts).unwrap();
 
+    // Skeletons of programs since renamed or removed must not linger and
+    // hide an include of a name that no longer exists.
+    for e in std::fs::read_dir(&out).unwrap().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".skel.rs") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
     for src in sources
         .iter()
         .filter(|p| p.to_str().unwrap().ends_with(".bpf.c"))
@@ -65,6 +73,10 @@ fn main() {
             .to_str()
             .unwrap()
             .trim_end_matches(".bpf.c");
+        assert!(
+            names.insert(name.to_string()),
+            "two BPF programs are named {name}.bpf.c: skeleton names must be unique"
+        );
         let skel = out.join(format!("{name}.skel.rs"));
         SkeletonBuilder::new()
             .source(src)

@@ -6,7 +6,7 @@ use libbpf_rs::MapCore as _;
 use super::consts::h2::H2_TEST_VALUES;
 
 mod skel {
-    include!(concat!(env!("OUT_DIR"), "/test_h2.skel.rs"));
+    include!(concat!(env!("OUT_DIR"), "/h2.skel.rs"));
 }
 
 /// BPF needs root. Under CI a test that cannot load fails; elsewhere it
