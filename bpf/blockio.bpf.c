@@ -27,6 +27,13 @@ _Static_assert(BLOCKIO_SLOT_LATENCY_SUM + BLOCKIO_OPS <= BLOCKIO_SLOT_DISCARDED,
 _Static_assert(BLOCKIO_SLOT_DISCARDED < BLOCKIO_BANK, "bank overflows");
 _Static_assert(BLOCKIO_BANK % CACHELINE_U64S == 0, "bank is not whole cache lines");
 
+/* rq_flags bits, set by the loader from the running kernel's BTF: the
+ * __RQF_* enumerators (6.12 has them in an enum no CO-RE relocation can
+ * name, 6.18 in enum rqf_flags), else these #define values of older
+ * kernels (6.1), which BTF does not carry. */
+const volatile __u32 rqf_io_stat = 1 << 13;
+const volatile __u32 rqf_flush_seq = 1 << 4;
+
 SONDE_ARRAY(blockio_counters);
 SONDE_ARRAY(blockio_histograms);
 
@@ -69,14 +76,12 @@ static __always_inline void on_complete(bool btf, struct request *rq, int error,
 	__u32 cpu = bpf_get_smp_processor_id();
 	int op = op_group(SONDE_READ(btf, rq, cmd_flags) & REQ_OP_MASK);
 	__u32 flags = SONDE_READ(btf, rq, rq_flags), left = SONDE_READ(btf, rq, __data_len);
-	__u32 io_stat = 1 << bpf_core_enum_value(enum rqf_flags, __RQF_IO_STAT);
-	__u32 flush_seq = 1 << bpf_core_enum_value(enum rqf_flags, __RQF_FLUSH_SEQ);
 	__u64 start, now;
 
 	if (op < 0)
 		return;
 	if (op != OP_FLUSH) {
-		if (!(flags & io_stat))
+		if (!(flags & rqf_io_stat))
 			return;
 		count(cpu, BLOCKIO_SLOT_BYTES + op, nr_bytes);
 		if (nr_bytes < left)
@@ -84,7 +89,7 @@ static __always_inline void on_complete(bool btf, struct request *rq, int error,
 		/* The request's data ends here: all of it in the usual case. */
 		if (nr_bytes)
 			observe(cpu, BLOCKIO_HIST_SIZE + op, nr_bytes);
-		if (flags & flush_seq)
+		if (flags & rqf_flush_seq)
 			return;
 	}
 	count(cpu, BLOCKIO_SLOT_OPS + op, 1);

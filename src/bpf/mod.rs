@@ -298,7 +298,7 @@ where
             let mut open = (self.builder)()
                 .open(storage)
                 .context("cannot open the BPF object")?;
-            self.configure(open.open_object_mut(), mode, cpus)?;
+            let absent = self.configure(open.open_object_mut(), mode, cpus)?;
             configure(&mut open)?;
             match open.load() {
                 Ok(skel) => {
@@ -306,7 +306,14 @@ where
                         errors.push(format!("{mode:?}: {e:#}"));
                         continue;
                     }
-                    let mut bpf = attach(self.sampler, skel, self.options, &self.unused, cpus);
+                    let mut bpf = attach(
+                        self.sampler,
+                        skel,
+                        self.options,
+                        &self.unused,
+                        &absent,
+                        cpus,
+                    );
                     bpf.arrays = self.arrays;
                     return Ok(bpf);
                 }
@@ -320,7 +327,14 @@ where
         anyhow::bail!("{}", errors.join("; "))
     }
 
-    fn configure(&self, obj: &mut OpenObject, mode: HookMode, cpus: usize) -> anyhow::Result<()> {
+    /// Chooses the programs to load; returns the programs left out because
+    /// their tracepoint is not in this kernel, with the tracepoint's name.
+    fn configure(
+        &self,
+        obj: &mut OpenObject,
+        mode: HookMode,
+        cpus: usize,
+    ) -> anyhow::Result<Vec<(String, String)>> {
         // A hook name that is not one of ours is a typo or a hook an
         // upgrade removed: say so rather than silently attach it.
         let mut hooks: Vec<String> = obj
@@ -337,12 +351,24 @@ where
                 hooks.join(", ")
             );
         }
+        let mut absent = Vec::new();
         for mut prog in obj.progs_mut() {
             let name = prog.name().to_string_lossy().into_owned();
             let (base, v) = variant(&name);
-            let wanted = v.is_none_or(|v| v == mode)
+            let mut wanted = v.is_none_or(|v| v == mode)
                 && !self.options.disable.iter().any(|d| d == base)
                 && !self.unused.contains(&base);
+            // A hook an older kernel lacks (e.g. sock_send_length before
+            // 6.2) would fail the whole object's load: leave that program
+            // out and say so, so the rest of the sampler still works.
+            if wanted && v.is_some() {
+                let section = prog.section().to_string_lossy().into_owned();
+                let tp = section.rsplit('/').next().unwrap_or_default().to_string();
+                if !kernel_has_tracepoint(&tp) {
+                    wanted = false;
+                    absent.push((name.clone(), tp));
+                }
+            }
             prog.set_autoload(wanted);
         }
         for mut map in obj.maps_mut() {
@@ -354,8 +380,36 @@ where
                     .with_context(|| format!("cannot size BPF map {name}"))?;
             }
         }
-        Ok(())
+        Ok(absent)
     }
+}
+
+/// The running kernel's release, for messages.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown release".into())
+}
+
+/// Whether the running kernel has tracepoint `tp`: its BTF declares a
+/// `btf_trace_<tp>` typedef for every tracepoint. The names are collected
+/// once (the parsed BTF, megabytes, is not kept); without kernel BTF every
+/// tracepoint is assumed present and a missing one fails at load.
+fn kernel_has_tracepoint(tp: &str) -> bool {
+    static TRACEPOINTS: std::sync::OnceLock<Option<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    let names = TRACEPOINTS.get_or_init(|| {
+        let btf = libbpf_rs::btf::Btf::from_vmlinux().ok()?;
+        let names = btf
+            .type_by_kind::<libbpf_rs::btf::types::Typedef<'_>>()
+            .filter_map(|t| {
+                let name = t.name()?.to_str()?;
+                name.strip_prefix("btf_trace_").map(str::to_string)
+            })
+            .collect();
+        Some(names)
+    });
+    names.as_ref().is_none_or(|n| n.contains(tp))
 }
 
 fn mode_name(mode: HookMode) -> &'static str {
@@ -371,6 +425,7 @@ fn attach<S: Skel<'static>>(
     skel: S,
     options: &BpfOptions,
     unused: &[&str],
+    absent: &[(String, String)],
     cpus: usize,
 ) -> Bpf<S> {
     let stats_enabled = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
@@ -392,7 +447,8 @@ fn attach<S: Skel<'static>>(
             continue;
         }
         let disabled = options.disable.iter().any(|d| d == base);
-        if !loaded && !disabled {
+        let missing = absent.iter().find(|(n, _)| *n == name);
+        if !loaded && !disabled && missing.is_none() {
             continue; // the twin not chosen; its sibling reports the hook
         }
         let mut info = ProgramInfo {
@@ -403,6 +459,11 @@ fn attach<S: Skel<'static>>(
         };
         if disabled {
             info.reason = Some("disabled in config".into());
+        } else if let Some((_, tp)) = missing {
+            info.reason = Some(format!(
+                "tracepoint {tp} is not in this kernel ({}); its series are not exported",
+                kernel_release()
+            ));
         } else {
             match prog.attach() {
                 Ok(link) => {
@@ -483,6 +544,15 @@ impl<S: Skel<'static>> Bpf<S> {
         }
     }
 
+    /// Whether the program of `hook` is attached (not disabled, not
+    /// missing from this kernel, attach succeeded).
+    pub fn attached(&self, hook: &str) -> bool {
+        self.info
+            .programs
+            .iter()
+            .any(|p| p.name == hook && p.attached)
+    }
+
     /// A duplicate of the link of iterator program `prog`, for a thread
     /// that runs passes of it (see [`run_iter`]) while the object lives.
     pub fn iter_link(&self, prog: &str) -> anyhow::Result<std::os::fd::OwnedFd> {
@@ -543,6 +613,21 @@ pub fn enum_names(name: &str, prefix: &str, n: usize) -> Vec<Option<String>> {
         }
     }
     names
+}
+
+/// The value of enumerator `member` in the running kernel's BTF, in any
+/// enum, named or anonymous (CO-RE enum relocations need the enum's name,
+/// and some kernels declare these in an anonymous enum).
+pub fn enum_value(member: &str) -> Option<i64> {
+    let btf = libbpf_rs::btf::Btf::from_vmlinux().ok()?;
+    let value = btf
+        .type_by_kind::<libbpf_rs::btf::types::Enum<'_>>()
+        .find_map(|e| {
+            e.iter()
+                .find(|m| m.name.is_some_and(|n| n.to_str() == Some(member)))
+                .map(|m| m.value)
+        });
+    value
 }
 
 impl BpfInfo {

@@ -84,3 +84,20 @@ fn bpf_bucket_function_matches_the_histogram_crate() {
         assert_eq!(crate::histogram::index(*v), crate_index, "value {v}");
     }
 }
+
+/// Hooks a kernel lacks are found from its BTF before loading, so a
+/// sampler degrades by one program instead of failing its whole object.
+#[test]
+fn tracepoints_are_looked_up_in_the_kernel_btf() {
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no kernel BTF (CI=true)"
+        );
+        eprintln!("SKIPPED: no /sys/kernel/btf/vmlinux");
+        return;
+    }
+    assert!(super::kernel_has_tracepoint("sched_switch"));
+    assert!(super::kernel_has_tracepoint("sys_enter"));
+    assert!(!super::kernel_has_tracepoint("sonde_no_such_tracepoint"));
+}

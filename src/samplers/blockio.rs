@@ -99,7 +99,27 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let bpf = Loader::new("blockio", BlockioSkelBuilder::default, &options)
         .banks("blockio_counters", BLOCKIO_BANK)
         .histograms("blockio_histograms", BLOCKIO_HISTS)
-        .load()?;
+        .load_with(
+            |open| {
+                let rodata = open
+                    .maps
+                    .rodata_data
+                    .as_deref_mut()
+                    .ok_or_else(|| anyhow::anyhow!("the blockio object has no rodata"))?;
+                // Bit numbers moved when the #defines became an enum
+                // (IO_STAT 13 -> 8 in 6.12): read them from this kernel.
+                for (member, slot) in [
+                    ("__RQF_IO_STAT", &mut rodata.rqf_io_stat),
+                    ("__RQF_FLUSH_SEQ", &mut rodata.rqf_flush_seq),
+                ] {
+                    if let Some(bit) = bpf::enum_value(member).filter(|b| (0..32).contains(b)) {
+                        *slot = 1 << bit;
+                    }
+                }
+                Ok(())
+            },
+            |_| Ok(()),
+        )?;
     let ops = OPS
         .iter()
         .map(|op| Op {

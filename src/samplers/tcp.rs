@@ -219,7 +219,10 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let mut counters = Vec::new();
     for (d, dir) in DIRECTIONS.iter().enumerate() {
         counters.push((TCP_SLOT_RESETS + d, RESETS.series(&[dir])));
-        if options.calls {
+        // Per-call hooks are newer than some kernels (not in 6.1): export
+        // their series only where the program runs, never a silent 0.
+        const CALL_HOOKS: [&str; 2] = ["sock_recv_length", "sock_send_length"];
+        if options.calls && bpf.attached(CALL_HOOKS[d]) {
             hists.push((TCP_HIST_SIZE_RX + d, SIZE.series(&[dir])));
             counters.push((TCP_SLOT_BYTES + d, BYTES.series(&[dir])));
         }
