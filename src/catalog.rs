@@ -104,6 +104,11 @@ const FAMILIES: &[&str] = &[
     "tcp_retransmits_total",
     "tcp_size_bytes",
     "tcp_srtt_seconds",
+    "sonde_hindsight_buffer_bytes",
+    "sonde_hindsight_buffer_samples",
+    "sonde_hindsight_buffer_span_seconds",
+    "sonde_hindsight_dumps_total",
+    "sonde_hindsight_pulls_total",
 ];
 
 fn ours() -> impl Iterator<Item = &'static &'static crate::registry::Family> {
@@ -195,7 +200,7 @@ fn sampler_names_modules_and_families_agree() {
                 );
             }
             None => assert!(
-                ["sonde", "exporter", "push"].contains(&d.sampler),
+                ["sonde", "exporter", "push", "hindsight"].contains(&d.sampler),
                 "{} ({}) is outside samplers/ but says sampler {}",
                 d.name,
                 d.module,

@@ -9,7 +9,9 @@
 
 pub mod agent;
 pub mod exporter;
+pub mod hindsight;
 pub mod push;
+pub mod record;
 
 pub mod prometheus;
 pub mod runtime;

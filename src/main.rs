@@ -1,6 +1,6 @@
 //! Sonde: an eBPF-first Linux kernel telemetry agent (the command line).
 
-use sonde::{agent, config, exporter, push};
+use sonde::{agent, config, exporter, hindsight, push, record};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use agent::config::AgentConfig;
 use config::{ConfigError, LogLevel, Source};
 use exporter::config::ExporterConfig;
+use hindsight::config::HindsightConfig;
 use push::config::PushConfig;
 
 /// Sonde measures what /proc cannot give you — latency distributions of the
@@ -20,7 +21,7 @@ use push::config::PushConfig;
     name = "sonde",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  sudo sonde config/agent.toml         run the agent\n  sonde --once config/agent.toml       print one snapshot and exit\n  sonde check config/agent.toml        validate a config file\n  sonde exporter config/exporter.toml  relay agents to one Prometheus target with percentiles\n  sonde push config/push.toml          push snapshots upstream, spooling while it is down\n\nEndpoints of a running agent: /metrics (Prometheus text or OpenMetrics), /metrics/binary (msgpack), /metrics/json, /samplers, /healthz.\nLog level: [log] level in the config, overridden by RUST_LOG."
+    after_help = "Examples:\n  sudo sonde config/agent.toml         run the agent\n  sonde --once config/agent.toml       print one snapshot and exit\n  sonde check config/agent.toml        validate a config file\n  sonde exporter config/exporter.toml  relay agents to one Prometheus target with percentiles\n  sonde push config/push.toml          push snapshots upstream, spooling while it is down\n  sonde record http://127.0.0.1:4251 -o run.parquet -- ./benchmark   record one run, 1 s resolution\n  sonde hindsight config/hindsight.toml  keep the last 15 min; kill -USR1 to dump it\n\nEndpoints of a running agent: /metrics (Prometheus text or OpenMetrics), /metrics/binary (msgpack), /metrics/json, /samplers, /healthz.\nLog level: [log] level in the config, overridden by RUST_LOG."
 )]
 struct Cli {
     /// Agent config file (TOML); runs the agent, like `sonde agent FILE`.
@@ -64,7 +65,44 @@ enum Command {
         /// Push config file (TOML), e.g. config/push.toml.
         config: PathBuf,
     },
-    /// Validate a config file (agent, exporter or push) and print every
+    /// Record an agent's snapshots (Sonde's or Rezolus's /metrics/binary)
+    /// at wall-clock-aligned intervals into one parquet file, in the layout
+    /// Rezolus's viewer, pandas, polars and DuckDB read. Stops at
+    /// --duration, when COMMAND exits (then exits with its status) or on
+    /// Ctrl-C; the file is complete or absent, never torn.
+    Record {
+        /// The agent, e.g. http://127.0.0.1:4251 (/metrics/binary is pulled).
+        url: String,
+        /// The parquet file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Time between snapshots, e.g. 1s, 500ms.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Stop after this long, e.g. 60s, 10m.
+        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "command")]
+        duration: Option<std::time::Duration>,
+        /// Replace the output file (and discard a spool an interrupted run
+        /// left).
+        #[arg(long)]
+        force: bool,
+        /// Continue an interrupted recording (killed, or stopped by a full
+        /// disk): its spooled snapshots and the new ones go into the file.
+        #[arg(long)]
+        resume: bool,
+        /// Record for exactly this command's lifetime: `-- COMMAND ARGS...`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Run the flight recorder: keep the last [buffer] duration of
+    /// snapshots (default 15m at 1s) in a rolling on-disk buffer; SIGUSR1
+    /// or POST /dump[?last=5m] on [listen] address (default 127.0.0.1:4254)
+    /// writes the window to a parquet file in [dump] output_dir.
+    Hindsight {
+        /// Hindsight config file (TOML), e.g. config/hindsight.toml.
+        config: PathBuf,
+    },
+    /// Validate a config file (agent, exporter, push or hindsight) and print every
     /// problem with its key and line. Exits 0 when valid, 2 when not.
     Check {
         config: PathBuf,
@@ -80,6 +118,7 @@ enum Kind {
     Agent,
     Exporter,
     Push,
+    Hindsight,
 }
 
 impl Kind {
@@ -87,6 +126,8 @@ impl Kind {
     fn detect(table: &toml::Table) -> Kind {
         if table.contains_key("sources") {
             Kind::Exporter
+        } else if table.contains_key("buffer") || table.contains_key("dump") {
+            Kind::Hindsight
         } else if table.contains_key("sinks")
             || table.contains_key("spool")
             || table.contains_key("source")
@@ -108,10 +149,28 @@ fn main() -> ExitCode {
         Some(Command::Agent { config, once }) => agent(&config, once || cli.once),
         Some(Command::Exporter { config }) => relay(&config),
         Some(Command::Push { config }) => pusher(&config),
+        Some(Command::Hindsight { config }) => flight_recorder(&config),
+        Some(Command::Record {
+            url,
+            output,
+            interval,
+            duration,
+            force,
+            resume,
+            command,
+        }) => recorder(record::Options {
+            url,
+            output,
+            interval,
+            duration,
+            force,
+            resume,
+            command,
+        }),
         None => match cli.config {
             Some(config) => agent(&config, cli.once),
             None => {
-                eprintln!("error: no config file given\n\nUsage: sonde [--once] CONFIG | sonde agent CONFIG | sonde exporter CONFIG | sonde push CONFIG | sonde check CONFIG\nTry 'sonde --help'.");
+                eprintln!("error: no config file given\n\nUsage: sonde [--once] CONFIG | sonde agent CONFIG | sonde exporter CONFIG | sonde push CONFIG | sonde record URL -o FILE | sonde hindsight CONFIG | sonde check CONFIG\nTry 'sonde --help'.");
                 ExitCode::from(EXIT_CONFIG)
             }
         },
@@ -146,6 +205,29 @@ fn pusher(path: &Path) -> ExitCode {
         |c| c.log.level,
         |config| push::run(path, config),
     )
+}
+
+fn flight_recorder(path: &Path) -> ExitCode {
+    run_mode(
+        Source::read(path).and_then(|s| HindsightConfig::from_source(&s)),
+        |c| c.log.level,
+        |config| hindsight::run(path, config),
+    )
+}
+
+fn recorder(options: record::Options) -> ExitCode {
+    init_logging(LogLevel::default());
+    if options.interval < std::time::Duration::from_millis(100) {
+        eprintln!("error: --interval must be at least 100ms");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match record::run(options) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// What every mode does: exit 2 on a bad config, else log at the config's
@@ -183,6 +265,7 @@ fn check(path: &Path, kind: Option<Kind>) -> ExitCode {
         Kind::Agent => AgentConfig::from_source(&source, &push::spool_path).map(drop),
         Kind::Exporter => ExporterConfig::from_source(&source).map(drop),
         Kind::Push => PushConfig::from_source(&source).map(drop),
+        Kind::Hindsight => HindsightConfig::from_source(&source).map(drop),
     };
     match result {
         Ok(()) => {

@@ -23,6 +23,9 @@ pub fn build(thread_name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
 pub enum Event {
     /// SIGTERM or SIGINT: stop accepting, finish in-flight work, exit 0.
     Shutdown,
+    /// SIGUSR1: write out what is buffered (`sonde hindsight` dumps its
+    /// window); other modes ignore it rather than die of it.
+    Dump,
 }
 
 /// Process signals turned into [`Event`]s, delivered to every subscriber.
@@ -31,20 +34,21 @@ pub struct Events {
 }
 
 impl Events {
-    /// Starts watching SIGTERM and SIGINT; call inside the runtime.
+    /// Starts watching SIGTERM, SIGINT and SIGUSR1; call inside the runtime.
     pub fn watch() -> Events {
         use tokio::signal::unix::{signal, SignalKind};
         let (tx, _) = broadcast::channel(4);
         let sender = tx.clone();
         tokio::spawn(async move {
-            let (term, int) = (
+            let (term, int, usr1) = (
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),
+                signal(SignalKind::user_defined1()),
             );
-            let (mut term, mut int) = match (term, int) {
-                (Ok(t), Ok(i)) => (t, i),
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::error!(error = %e, "cannot watch SIGTERM/SIGINT");
+            let (mut term, mut int, mut usr1) = match (term, int, usr1) {
+                (Ok(t), Ok(i), Ok(u)) => (t, i, u),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM/SIGINT/SIGUSR1");
                     return;
                 }
             };
@@ -52,6 +56,10 @@ impl Events {
                 let name = tokio::select! {
                     _ = term.recv() => "SIGTERM",
                     _ = int.recv() => "SIGINT",
+                    _ = usr1.recv() => {
+                        let _ = sender.send(Event::Dump);
+                        continue;
+                    }
                 };
                 tracing::info!("{name}: shutting down");
                 let _ = sender.send(Event::Shutdown);
@@ -71,7 +79,7 @@ impl Events {
             loop {
                 match rx.recv().await {
                     Ok(Event::Shutdown) | Err(broadcast::error::RecvError::Closed) => return,
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 }
             }
         }

@@ -364,3 +364,71 @@ fn help_and_version() {
     let o = sonde(&[]);
     assert_eq!(o.code, Some(2));
 }
+
+#[test]
+fn shipped_hindsight_config_is_valid_and_bad_keys_are_located() {
+    let o = sonde(&[
+        "check",
+        repo().join("config/hindsight.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(o.stdout.contains("valid hindsight config"), "{}", o.stdout);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hindsight.toml");
+    std::fs::write(
+        &path,
+        "[source]\ninterval = \"5s\"\n[buffer]\nduration = \"1s\"\nmax_bytes = \"10kB\"\n",
+    )
+    .unwrap();
+    let o = sonde(&["check", path.to_str().unwrap()]);
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    for want in [
+        ":4: key `buffer.duration`: must be at least one [source] interval",
+        ":5: key `buffer.max_bytes`: must be at least 1MiB",
+    ] {
+        assert!(o.stderr.contains(want), "{want}: {}", o.stderr);
+    }
+    std::fs::write(&path, "[buffer]\nwindow = \"5m\"\n").unwrap();
+    let o = sonde(&["hindsight", path.to_str().unwrap()]);
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(":2: key `buffer.window`: unknown field `window`"),
+        "{}",
+        o.stderr
+    );
+}
+
+/// The unit systemd would run: `systemd-analyze verify` with the built
+/// binary in place of /usr/bin/sonde.
+#[test]
+fn hindsight_unit_verifies() {
+    let Ok(path) = std::env::var("PATH") else {
+        return;
+    };
+    if !std::env::split_paths(&path).any(|d| d.join("systemd-analyze").is_file()) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "systemd-analyze is missing (CI=true)"
+        );
+        eprintln!("SKIPPED: no systemd-analyze");
+        return;
+    }
+    let unit = std::fs::read_to_string(repo().join("dist/systemd/sonde-hindsight.service"))
+        .unwrap()
+        .replace("/usr/bin/sonde", BIN);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sonde-hindsight.service");
+    std::fs::write(&file, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

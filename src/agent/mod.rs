@@ -4,6 +4,7 @@ pub mod collector;
 pub mod config;
 pub mod server;
 pub mod supervisor;
+pub mod systeminfo;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -18,10 +18,12 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics/binary", get(binary))
         .route("/metrics/json", get(json))
+        .route("/metrics/descriptions", get(descriptions))
+        .route("/systeminfo", get(systeminfo))
         .route("/samplers", get(samplers));
     with_base_routes(
         routes,
-        "/metrics, /metrics/binary, /metrics/json, /samplers",
+        "/metrics, /metrics/binary, /metrics/json, /metrics/descriptions, /systeminfo, /samplers",
     )
     .with_state(collector)
 }
@@ -43,5 +45,18 @@ async fn json(State(c): State<Arc<Collector>>) -> Response {
 
 async fn samplers(State(c): State<Arc<Collector>>) -> Response {
     let body = serde_json::to_vec_pretty(&c.reports()).unwrap_or_default();
+    bytes_response("application/json", Bytes::from(body))
+}
+
+async fn descriptions() -> Response {
+    let body = serde_json::to_vec(&super::systeminfo::descriptions()).unwrap_or_default();
+    bytes_response("application/json", Bytes::from(body))
+}
+
+async fn systeminfo() -> Response {
+    let info = tokio::task::spawn_blocking(super::systeminfo::collect)
+        .await
+        .unwrap_or_default();
+    let body = serde_json::to_vec(&info).unwrap_or_default();
     bytes_response("application/json", Bytes::from(body))
 }

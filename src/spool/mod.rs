@@ -111,6 +111,15 @@ impl Spool {
         })
     }
 
+    /// Every record, oldest first (a recorder's window).
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.segments.iter().flat_map(|s| s.entries.iter())
+    }
+
+    pub fn newest_ms(&self) -> Option<u64> {
+        self.segments.last()?.entries.last().map(|e| e.unix_ms)
+    }
+
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()
     }

@@ -37,10 +37,13 @@ commands:
                   Debian's prometheus), check formatting and clippy, run all tests,
                   then the kernel matrix for Debian 12's 6.1 (`kernels 6.1`)
   fmt             format Rust (rustfmt) and BPF C (clang-format)
-  bench [--quick] as root: scrape cost, memory and startup of the agent and of
-                  node_exporter side by side, per-event overhead (agent off vs
-                  on), micro-benchmarks; prints a markdown table and writes
-                  target/bench/report.md (~6 minutes; --quick ~1.5 minutes)
+  bench [--quick] [--only recorder]
+                  as root: scrape cost, memory and startup of the agent and of
+                  node_exporter side by side, the flight recorder's cost,
+                  per-event overhead (agent off vs on), micro-benchmarks;
+                  prints a markdown table and writes target/bench/report.md
+                  (~25 minutes; --quick ~8; --only recorder: startup and the
+                  recorder, 1 minute)
   kernels [KERNEL...] [--accel tcg|kvm]
                   as root: boot each kernel under QEMU (default: this host's,
                   natively, and every Debian kernel series apt serves), run the
@@ -206,6 +209,7 @@ fn test(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    ensure_pyarrow()?;
     let mut t = cargo();
     t.args(["test", "--workspace"]).args(args);
     status(&mut t)?;
@@ -221,6 +225,27 @@ fn test(args: &[String]) -> Result<()> {
         eprintln!("xtask: SKIPPED the kernel matrix (cargo xtask kernels 6.1): it needs root");
         Ok(())
     }
+}
+
+/// The recorder tests read our parquet files with pyarrow, as users do.
+fn ensure_pyarrow() -> Result<()> {
+    let have = Command::new("python3")
+        .args(["-c", "import pyarrow"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if have {
+        return Ok(());
+    }
+    status(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--root-user-action=ignore",
+        "pyarrow",
+    ]))
+    .context("cannot install pyarrow (python3 -m pip install pyarrow)")
 }
 
 fn vmlinux(args: &[String]) -> Result<()> {

@@ -6,6 +6,7 @@
 
 mod overhead;
 mod proc;
+mod recorder;
 mod report;
 mod scrape;
 mod workloads;
@@ -78,8 +79,16 @@ const QUICK: Plan = Plan {
 
 pub fn bench(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
-    if let Some(a) = args.iter().find(|a| *a != "--quick") {
-        bail!("unknown argument `{a}` (bench takes only --quick)");
+    // `--only recorder`: startup and the recorder phase, for a quick look.
+    let only_recorder = args
+        .windows(2)
+        .any(|w| w[0] == "--only" && w[1] == "recorder");
+    let mut rest = args.iter().filter(|a| *a != "--quick");
+    while let Some(a) = rest.next() {
+        if a == "--only" && rest.next().is_some_and(|w| w == "recorder") {
+            continue;
+        }
+        bail!("unknown argument `{a}` (bench takes --quick and --only recorder)");
     }
     let plan = if quick { &QUICK } else { &FULL };
     if !is_root() {
@@ -108,7 +117,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     // On the disk (O_DIRECT and fio need one; /tmp may be tmpfs).
     let dir = PathBuf::from(format!("/var/tmp/sonde-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = phases(plan, &dir, &mut report);
+    let result = phases(plan, &dir, &mut report, only_recorder);
     let _ = std::fs::remove_dir_all(&dir);
     result?;
 
@@ -120,7 +129,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn phases(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
+fn phases(plan: &Plan, dir: &Path, report: &mut Report, only_recorder: bool) -> Result<()> {
     let agent_cfg = agent_config(dir, "100ms")?;
 
     // Startup: exec to the first successful scrape.
@@ -137,6 +146,16 @@ fn phases(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
     let startup = t0.elapsed();
     let startup_cpu = agent.cpu();
     let map_bytes = scrape::map_bytes(port)?;
+
+    eprintln!(
+        "xtask: bench: sonde record at 1 s for {} s",
+        plan.scrape_secs
+    );
+    let rec = recorder::measure(port, dir, plan.scrape_secs)?;
+    report.recorder_table(&rec);
+    if only_recorder {
+        return Ok(());
+    }
 
     // Scrape cost: both pulled at 1 Hz for the same window.
     eprintln!("xtask: bench: scraping at 1 Hz for {} s", plan.scrape_secs);

@@ -85,6 +85,21 @@ impl Proc {
         Duration::from_nanos(ns)
     }
 
+    /// Sends SIGINT and waits for the process to exit; returns its stderr.
+    pub fn interrupt(mut self) -> Result<String> {
+        // SAFETY: kill with our child's pid and a valid signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let st = self.child.wait()?;
+        let mut err = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            e.read_to_string(&mut err)?;
+        }
+        if !st.success() {
+            bail!("exited with {st}: {err}");
+        }
+        Ok(err)
+    }
+
     /// (VmRSS, VmHWM) in bytes.
     pub fn rss(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

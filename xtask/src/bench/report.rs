@@ -41,6 +41,27 @@ impl Report {
         self.line(&format!("| {} |", cells.join(" | ")));
     }
 
+    pub fn recorder_table(&mut self, r: &super::recorder::Recorder) {
+        self.line(&format!(
+            "\n## Flight recorder (`sonde record` of the full agent at 1 s, {} s)\n",
+            r.secs
+        ));
+        self.line(
+            "| CPU per sample | share of a core | peak RSS | file | writing it (Ctrl-C to exit) |",
+        );
+        self.line("|---|---|---|---|---|");
+        self.line(&format!(
+            "| {} | {:.2} % | {} | {} for {} samples ({} per sample) | {} |\n",
+            ms(r.cpu_per_sample),
+            r.cpu_per_sample.as_secs_f64() * 100.0,
+            mb(r.peak_rss),
+            mb(r.file_bytes),
+            r.samples,
+            kb((r.file_bytes / r.samples.max(1)) as usize),
+            ms(r.write),
+        ));
+    }
+
     pub fn scrape_table(
         &mut self,
         s: &Scrape,

@@ -1,0 +1,345 @@
+//! `sonde hindsight`: a flight recorder. Pulls the agent's snapshot every
+//! interval into a rolling on-disk buffer (the spool's fsync'd, checksummed
+//! segments) that keeps the last `duration`, and on SIGUSR1 or `POST /dump`
+//! writes that window (or `?last=5m` of it) to a parquet file in
+//! `output_dir`, without pausing the recording.
+//!
+//! The window is anchored to the newest sample, not the clock: while the
+//! agent is down nothing ages out, so an outage freezes the window instead
+//! of emptying it. Retention drops whole segments; `max_bytes` is a hard
+//! cap on top.
+
+pub mod config;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+
+use crate::prometheus::text::TEXT_CONTENT_TYPE;
+use crate::prometheus::{Format, Renderer};
+use crate::record::{self, parquet, SpoolSnapshots};
+use crate::registry::Series;
+use crate::runtime::{self, Event, Events, Ticker};
+use crate::serve::{self, bytes_response};
+use crate::snapshot::fetch;
+use crate::spool::{Entry, Spool};
+use config::HindsightConfig;
+
+crate::family! {
+    static PULLS: Counter {
+        name: "sonde_hindsight_pulls",
+        unit: Count,
+        labels: ["result"],
+        sampler: "hindsight",
+        source: "hindsight",
+        help: "Pulls of the agent's snapshot: ok, or error (unreachable, timeout, not a snapshot, buffer write failed).",
+    }
+}
+crate::family! {
+    static SAMPLES: Gauge {
+        name: "sonde_hindsight_buffer_samples",
+        unit: Count,
+        labels: [],
+        sampler: "hindsight",
+        source: "hindsight",
+        help: "Snapshots in the rolling buffer.",
+    }
+}
+crate::family! {
+    static BYTES: Gauge {
+        name: "sonde_hindsight_buffer_bytes",
+        unit: Bytes,
+        labels: [],
+        sampler: "hindsight",
+        source: "hindsight",
+        help: "Bytes of the rolling buffer's segment files (at most [buffer] max_bytes).",
+    }
+}
+crate::family! {
+    static SPAN: Gauge {
+        name: "sonde_hindsight_buffer_span",
+        unit: Nanoseconds,
+        labels: [],
+        sampler: "hindsight",
+        source: "hindsight",
+        help: "Time from the oldest to the newest buffered snapshot.",
+    }
+}
+crate::family! {
+    static DUMPS: Counter {
+        name: "sonde_hindsight_dumps",
+        unit: Count,
+        labels: ["result"],
+        sampler: "hindsight",
+        source: "hindsight",
+        help: "Dumps of the window to parquet (SIGUSR1 or POST /dump): ok or error.",
+    }
+}
+
+struct Shared {
+    spool: Mutex<Spool>,
+    /// One dump at a time; recording never waits for it.
+    dumping: tokio::sync::Mutex<()>,
+    window: Duration,
+    interval: Duration,
+    output_dir: PathBuf,
+    url: String,
+    client: reqwest::Client,
+    dumps_ok: Arc<Series>,
+    dumps_error: Arc<Series>,
+}
+
+pub fn run(path: &Path, config: HindsightConfig) -> anyhow::Result<()> {
+    runtime::build("sonde-hindsight")?.block_on(serve_config(path, config))
+}
+
+async fn serve_config(path: &Path, config: HindsightConfig) -> anyhow::Result<()> {
+    let events = Events::watch();
+    let dir = &config.buffer.path;
+    let spool = Spool::open(
+        dir,
+        config.buffer.max_bytes.0,
+        config.buffer.duration.0.as_millis() as u64,
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the buffer {} (key `buffer.path` in {}): {e}",
+            dir.display(),
+            path.display()
+        )
+    })?;
+    std::fs::create_dir_all(&config.dump.output_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create {} (key `dump.output_dir` in {}): {e}",
+            config.dump.output_dir.display(),
+            path.display()
+        )
+    })?;
+    tracing::info!(
+        "buffer {}: {} snapshots, {} bytes kept from before",
+        dir.display(),
+        spool.entries().count(),
+        spool.bytes()
+    );
+    let listener = serve::bind(&config.listen, path).await?;
+    let shared = Arc::new(Shared {
+        spool: Mutex::new(spool),
+        dumping: tokio::sync::Mutex::new(()),
+        window: config.buffer.duration.0,
+        interval: config.source.interval.0,
+        output_dir: config.dump.output_dir.clone(),
+        url: config.source.url.0.clone(),
+        client: fetch::client(),
+        dumps_ok: DUMPS.series(&["ok"]),
+        dumps_error: DUMPS.series(&["error"]),
+    });
+    let recorder = tokio::spawn(record(Arc::clone(&shared)));
+    let on_signal = {
+        let shared = Arc::clone(&shared);
+        let mut rx = events.subscribe();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match rx.recv().await {
+                    Ok(Event::Dump) => match dump(&shared, None).await {
+                        Ok(d) => tracing::info!("SIGUSR1: wrote {}", d.path.display()),
+                        Err(e) => tracing::error!("SIGUSR1: dump failed: {e:#}"),
+                    },
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        })
+    };
+    tracing::info!(
+        "recording {}/metrics/binary every {:?}, keeping {:?}; dumps go to {}",
+        config.source.url.0,
+        config.source.interval.0,
+        config.buffer.duration.0,
+        config.dump.output_dir.display()
+    );
+    let renderer = Arc::new(Renderer::default());
+    let metrics = get(move || async move {
+        let mut out = String::new();
+        renderer.render(Format::Text, &mut out);
+        bytes_response(TEXT_CONTENT_TYPE, Bytes::from(out))
+    });
+    let app = serve::with_base_routes(
+        Router::new()
+            .route("/metrics", metrics)
+            .route("/dump", post(dump_route).with_state(Arc::clone(&shared))),
+        "/metrics, POST /dump[?last=5m]",
+    );
+    let result = serve::run(listener, app, events.shutdown()).await;
+    recorder.abort();
+    on_signal.abort();
+    result
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn record(shared: Arc<Shared>) {
+    let ok = PULLS.series(&["ok"]);
+    let error = PULLS.series(&["error"]);
+    let (samples, bytes, span) = (SAMPLES.single(), BYTES.single(), SPAN.single());
+    let url = fetch::binary_url(&shared.url);
+    let timeout = shared.interval.min(Duration::from_secs(10));
+    let mut ticker = Ticker::new(shared.interval);
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        match fetch::snapshot(&shared.client, &url, timeout).await {
+            Ok((s, body)) => {
+                let mut spool = shared.spool.lock().unwrap_or_else(|p| p.into_inner());
+                match spool.append(unix_ms(s.stamp.systemtime), &body) {
+                    Ok(_) => {
+                        ok.add(1);
+                        if failing {
+                            tracing::info!("pulling {url} again");
+                            failing = false;
+                        }
+                    }
+                    Err(e) => {
+                        error.add(1);
+                        tracing::error!("cannot write to the buffer: {e}; this snapshot is lost");
+                    }
+                }
+            }
+            Err(e) => {
+                error.add(1);
+                if !failing {
+                    tracing::warn!("cannot pull {url}: {e}; retrying every interval");
+                    failing = true;
+                }
+            }
+        }
+        let mut spool = shared.spool.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(newest) = spool.newest_ms() {
+            spool.collect(newest, &[]);
+        }
+        samples.set_gauge(spool.entries().count() as i64);
+        bytes.set_gauge(spool.bytes() as i64);
+        let s = match (spool.oldest_ms(), spool.newest_ms()) {
+            (Some(a), Some(b)) => b.saturating_sub(a) * 1_000_000,
+            _ => 0,
+        };
+        span.set_gauge(s as i64);
+    }
+}
+
+/// A written dump.
+#[derive(serde::Serialize)]
+struct Dumped {
+    path: PathBuf,
+    rows: u64,
+    bytes: u64,
+    /// Seconds since the epoch of the first and last rows.
+    from: f64,
+    to: f64,
+}
+
+/// Writes the last `last` (default: the whole window) to a new parquet
+/// file in `output_dir`.
+async fn dump(shared: &Arc<Shared>, last: Option<Duration>) -> anyhow::Result<Dumped> {
+    let _one = shared.dumping.lock().await;
+    let span = last.unwrap_or(shared.window).min(shared.window);
+    let result = {
+        let shared = Arc::clone(shared);
+        tokio::task::spawn_blocking(move || write_dump(&shared, span)).await
+    };
+    let result = result
+        .map_err(|e| anyhow::anyhow!("the dump panicked: {e}"))
+        .and_then(|r| r);
+    match &result {
+        Ok(_) => shared.dumps_ok.add(1),
+        Err(_) => shared.dumps_error.add(1),
+    }
+    result
+}
+
+fn write_dump(shared: &Shared, span: Duration) -> anyhow::Result<Dumped> {
+    // The window ends at the newest sample; a sample stamped `span` before
+    // it is one interval too many, hence the strict bound.
+    let entries: Vec<Entry> = {
+        let spool = shared.spool.lock().unwrap_or_else(|p| p.into_inner());
+        let newest = spool
+            .newest_ms()
+            .ok_or_else(|| anyhow::anyhow!("the buffer is empty: nothing recorded yet"))?;
+        let from = newest.saturating_sub(span.as_millis() as u64);
+        spool
+            .entries()
+            .filter(|e| e.unix_ms > from)
+            .copied()
+            .collect()
+    };
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace(':', "");
+    let mut path = shared.output_dir.join(format!("hindsight-{stamp}.parquet"));
+    let mut n = 1;
+    while path.exists() {
+        n += 1;
+        path = shared
+            .output_dir
+            .join(format!("hindsight-{stamp}-{n}.parquet"));
+    }
+    let mut source = SpoolSnapshots {
+        spool: &shared.spool,
+        entries,
+        skipped: 0,
+    };
+    let metadata = record::file_metadata(shared.interval, None, None);
+    let summary = parquet::write(&path, &metadata, &mut source)?;
+    Ok(Dumped {
+        path,
+        rows: summary.rows,
+        bytes: summary.bytes,
+        from: summary.first_ns as f64 / 1e9,
+        to: summary.last_ns as f64 / 1e9,
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct DumpQuery {
+    last: Option<String>,
+}
+
+async fn dump_route(State(shared): State<Arc<Shared>>, q: Query<DumpQuery>) -> Response {
+    let last = match q.last.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) if !d.is_zero() => Some(d),
+        Some(_) => {
+            let got = q.last.as_deref().unwrap_or_default();
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("bad `last` = {got:?}: a duration such as 5m or 90s\n"),
+            )
+                .into_response();
+        }
+    };
+    match dump(&shared, last).await {
+        Ok(d) => {
+            tracing::info!("POST /dump: wrote {}", d.path.display());
+            let body = serde_json::to_vec(&d).unwrap_or_default();
+            bytes_response("application/json", Bytes::from(body))
+        }
+        Err(e) => {
+            tracing::error!("POST /dump failed: {e:#}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("dump failed: {e:#}\n"),
+            )
+                .into_response()
+        }
+    }
+}
