@@ -64,9 +64,14 @@ fn metrics_are_valid_complete_and_true() {
     let missing: Vec<_> = families
         .iter()
         .filter(|f| !CONDITIONAL.contains(&f.as_str()) && !served(f))
-        // The exporter's and the pusher's own metrics are served by those
-        // modes (tests/exporter.rs, tests/push.rs read them there).
-        .filter(|f| !f.starts_with("sonde_exporter_") && !f.starts_with("sonde_push_"))
+        // The exporter's, the pusher's and the flight recorder's own
+        // metrics are served by those modes (tests/exporter.rs,
+        // tests/push.rs, tests/record.rs read them there).
+        .filter(|f| {
+            !f.starts_with("sonde_exporter_")
+                && !f.starts_with("sonde_push_")
+                && !f.starts_with("sonde_hindsight_")
+        })
         .collect();
     assert!(
         missing.is_empty(),

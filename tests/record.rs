@@ -178,6 +178,29 @@ fn record_for_a_command_exits_with_its_status() {
     assert!(started.elapsed() < Duration::from_secs(8));
     assert!(pyarrow(&out)["rows"].as_u64().unwrap() >= 3);
 
+    // Ctrl-C finishes the file: a valid parquet, exit 0.
+    let interrupted = dir.path().join("interrupted.parquet");
+    let child = Command::new(BIN)
+        .args([
+            "record",
+            &agent.url(""),
+            "-o",
+            interrupted.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    // SAFETY: kill with our child's pid and a valid signal.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let ended = child.wait_with_output().unwrap();
+    assert!(
+        ended.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ended.stderr)
+    );
+    assert!(pyarrow(&interrupted)["rows"].as_u64().unwrap() >= 2);
+
     // An existing output is not replaced without --force.
     let r = record(&[
         &agent.url(""),
@@ -302,6 +325,19 @@ fn hindsight_keeps_the_window_survives_kill_and_dumps() {
         .unwrap();
     assert!((29..=31).contains(&rows), "{rows} rows");
     let metrics = h.metrics();
+    for family in [
+        "sonde_hindsight_pulls_total",
+        "sonde_hindsight_buffer_samples",
+        "sonde_hindsight_buffer_bytes",
+        "sonde_hindsight_buffer_span_seconds",
+        "sonde_hindsight_dumps_total",
+    ] {
+        assert!(
+            metrics.contains(&format!("\n{family}")),
+            "{family} not served: {metrics}"
+        );
+    }
+    assert!(common::total(&metrics, "sonde_hindsight_buffer_span_seconds", &[]) >= 29.0);
     let bytes = common::total(&metrics, "sonde_hindsight_buffer_bytes", &[]);
     assert!(bytes > 0.0 && bytes <= 64.0 * 1024.0 * 1024.0, "{bytes}");
     assert!(common::total(&metrics, "sonde_hindsight_dumps_total", &["result=\"ok\""]) >= 1.0);

@@ -367,3 +367,144 @@ impl Batch {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use arrow_array::{Array, ListArray, UInt64Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+    use crate::snapshot::{Metric, Stamp};
+
+    struct Fixed(Vec<Vec<Metric>>);
+
+    fn metric(id: &str, value: Value) -> Metric {
+        Metric {
+            id: id.into(),
+            name: id.split('{').next().unwrap().into(),
+            labels: vec![("op".into(), "read".into())],
+            unit: Some("count".into()),
+            value,
+        }
+    }
+
+    fn hist(gp: u8, count: u64) -> Value {
+        let layout = Layout::new(gp, 10).unwrap();
+        let mut buckets = vec![0; layout.buckets()];
+        buckets[1] = count;
+        Value::Histogram { layout, buckets }
+    }
+
+    impl Snapshots for Fixed {
+        fn each(&mut self, f: &mut dyn FnMut(Snapshot)) -> anyhow::Result<()> {
+            for (i, metrics) in self.0.iter().enumerate() {
+                let metrics = metrics
+                    .iter()
+                    .map(|m| Metric {
+                        id: m.id.clone(),
+                        name: m.name.clone(),
+                        labels: m.labels.clone(),
+                        unit: m.unit.clone(),
+                        value: match &m.value {
+                            Value::Counter(v) => Value::Counter(*v),
+                            Value::Gauge(v) => Value::Gauge(*v),
+                            Value::Histogram { layout, buckets } => Value::Histogram {
+                                layout: *layout,
+                                buckets: buckets.clone(),
+                            },
+                        },
+                    })
+                    .collect();
+                f(Snapshot {
+                    stamp: Stamp {
+                        systemtime: SystemTime::UNIX_EPOCH + Duration::from_secs(100 + i as u64),
+                        duration: Duration::from_micros(5),
+                    },
+                    metadata: vec![("source".into(), "test".into())],
+                    metrics,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    /// A series that appears late is null before; one that vanishes is
+    /// null after; a histogram whose layout changes keeps its first layout
+    /// and the odd value is null; file and field metadata are written.
+    #[test]
+    fn union_schema_nulls_and_a_fixed_histogram_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("t.parquet");
+        let mut source = Fixed(vec![
+            vec![metric("a", Value::Counter(1)), metric("h", hist(3, 7))],
+            vec![
+                metric("a", Value::Counter(2)),
+                metric("b", Value::Gauge(-4)),
+                metric("h", hist(2, 9)),
+            ],
+            vec![metric("b", Value::Gauge(5)), metric("h", hist(3, 8))],
+        ]);
+        let meta = [("sampling_interval_ms".to_string(), "1000".to_string())];
+        let summary = write(&out, &meta, &mut source).unwrap();
+        assert_eq!((summary.rows, summary.columns), (3, 5));
+        assert_eq!(summary.layout_mismatches, 1);
+        assert!(!dir.path().join(".t.parquet.tmp").exists());
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&out).unwrap()).unwrap();
+        let kv: HashMap<String, String> = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .unwrap()
+            .iter()
+            .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(kv["sampling_interval_ms"], "1000");
+        assert_eq!(kv["source"], "test");
+        assert!(kv["per_source_metadata"].contains("\"first_sample_ns\":100000000000"));
+        let schema = reader.schema().clone();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["timestamp", "duration", "a", "b", "h:buckets"]);
+        let h = schema.field_with_name("h:buckets").unwrap().metadata();
+        assert_eq!(
+            (h["grouping_power"].as_str(), h["max_value_power"].as_str()),
+            ("3", "10")
+        );
+        assert_eq!(h["metric_type"], "histogram");
+        assert_eq!(
+            schema.field_with_name("a").unwrap().metadata()["op"],
+            "read"
+        );
+
+        let batch = reader.build().unwrap().next().unwrap().unwrap();
+        let a = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .unwrap();
+        assert_eq!(a.iter().collect::<Vec<_>>(), [Some(1), Some(2), None]);
+        let b = batch
+            .column(3)
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .unwrap();
+        assert_eq!(b.iter().collect::<Vec<_>>(), [None, Some(-4), Some(5)]);
+        let h = batch
+            .column(4)
+            .as_any()
+            .downcast_ref::<ListArray>()
+            .unwrap();
+        assert!(h.is_valid(0) && h.is_null(1) && h.is_valid(2));
+        assert_eq!(h.value(0).len(), Layout::new(3, 10).unwrap().buckets());
+    }
+
+    #[test]
+    fn nothing_to_write_is_an_error_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("empty.parquet");
+        assert!(write(&out, &[], &mut Fixed(Vec::new())).is_err());
+        assert!(!out.exists());
+    }
+}
