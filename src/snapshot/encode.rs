@@ -100,10 +100,18 @@ impl Encoder {
     }
 }
 
+/// The agent's histogram layout as metadata strings (a test keeps them
+/// equal to `histogram::GROUPING_POWER` and `MAX_VALUE_POWER`).
+const LAYOUT_METADATA: [(&str, &str); 2] = [("grouping_power", "3"), ("max_value_power", "64")];
+
 fn series_metadata(s: &Series) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
     let d = &s.family().desc;
+    // Rezolus's recorder copies series metadata into its parquet columns,
+    // and its viewer drops a histogram column without its layout there.
+    let layout = matches!(s.value(), registry::Value::Histogram(_)).then_some(LAYOUT_METADATA);
     [("metric", d.name), ("unit", d.unit.as_str())]
         .into_iter()
+        .chain(layout.into_iter().flatten())
         .chain(s.label_values())
 }
 
@@ -146,9 +154,24 @@ fn walk_decoded(sink: &mut impl Sink, snapshot: &Snapshot) {
                     MetricValue::Histogram(layout.config_fields(), buckets)
                 }
             };
+            // The layout travels as metadata too, as the agent writes it.
+            let layout = match &m.value {
+                Value::Histogram { layout, .. } => Some([
+                    layout.grouping_power().to_string(),
+                    layout.max_value_power().to_string(),
+                ]),
+                _ => None,
+            };
+            let layout_metadata = layout.as_ref().map(|[gp, mvp]| {
+                [
+                    ("grouping_power", gp.as_str()),
+                    ("max_value_power", mvp.as_str()),
+                ]
+            });
             let metadata = [("metric", m.name.as_str())]
                 .into_iter()
                 .chain(m.unit.as_deref().map(|u| ("unit", u)))
+                .chain(layout_metadata.into_iter().flatten())
                 .chain(m.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             sink.metric(&m.id, value, metadata);
         }
@@ -419,6 +442,10 @@ mod tests {
                 .unwrap();
             let total: u64 = hist.value.as_slice().iter().sum();
             assert_eq!(total, 11);
+            // What Rezolus's recorder needs to keep the column.
+            assert_eq!(hist.metadata["grouping_power"], "3");
+            assert_eq!(hist.metadata["max_value_power"], "64");
+            assert!(!ctr.metadata.contains_key("grouping_power"));
             let p50 = hist.value.quantile(0.5).unwrap().unwrap();
             let bucket = p50.get(&histogram::Quantile::new(0.5).unwrap()).unwrap();
             assert!(bucket.start() <= 1000 && 1000 <= bucket.end());
@@ -476,6 +503,13 @@ mod tests {
 
     fn rmp_serde_decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> T {
         rmp_serde::from_slice(bytes).expect("msgpack decodes")
+    }
+
+    #[test]
+    fn layout_metadata_is_the_agent_layout() {
+        use crate::histogram::{GROUPING_POWER, MAX_VALUE_POWER};
+        assert_eq!(LAYOUT_METADATA[0].1, GROUPING_POWER.to_string());
+        assert_eq!(LAYOUT_METADATA[1].1, MAX_VALUE_POWER.to_string());
     }
 
     /// Golden bytes: the exact encoding of a small, fixed snapshot. A change
