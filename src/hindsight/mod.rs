@@ -223,8 +223,12 @@ async fn record(shared: Arc<Shared>) {
                 }
             }
         }
+        // A dump reads its entries twice; dropping a segment between the
+        // reads would lose rows, so retention waits for the dump (a dump
+        // takes well under a second; max_bytes may be passed by as much).
+        let dumping = shared.dumping.try_lock().is_err();
         let mut spool = shared.spool.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(newest) = spool.newest_ms() {
+        if let (Some(newest), false) = (spool.newest_ms(), dumping) {
             spool.collect(newest, &[]);
         }
         samples.set_gauge(spool.entries().count() as i64);
@@ -242,6 +246,8 @@ async fn record(shared: Arc<Shared>) {
 struct Dumped {
     path: PathBuf,
     rows: u64,
+    /// Buffered snapshots that could not be read back (damaged).
+    skipped: u64,
     bytes: u64,
     /// Seconds since the epoch of the first and last rows.
     from: f64,
@@ -253,9 +259,15 @@ struct Dumped {
 async fn dump(shared: &Arc<Shared>, last: Option<Duration>) -> anyhow::Result<Dumped> {
     let _one = shared.dumping.lock().await;
     let span = last.unwrap_or(shared.window).min(shared.window);
+    // The agent's descriptions and system, as `sonde record` files carry;
+    // absent when the agent does not answer (the buffer is what matters).
+    let descriptions =
+        record::optional_json(&shared.client, &shared.url, "/metrics/descriptions").await;
+    let systeminfo = record::optional_json(&shared.client, &shared.url, "/systeminfo").await;
+    let metadata = record::file_metadata(shared.interval, descriptions, systeminfo);
     let result = {
         let shared = Arc::clone(shared);
-        tokio::task::spawn_blocking(move || write_dump(&shared, span)).await
+        tokio::task::spawn_blocking(move || write_dump(&shared, span, &metadata)).await
     };
     let result = result
         .map_err(|e| anyhow::anyhow!("the dump panicked: {e}"))
@@ -267,7 +279,11 @@ async fn dump(shared: &Arc<Shared>, last: Option<Duration>) -> anyhow::Result<Du
     result
 }
 
-fn write_dump(shared: &Shared, span: Duration) -> anyhow::Result<Dumped> {
+fn write_dump(
+    shared: &Shared,
+    span: Duration,
+    metadata: &[(String, String)],
+) -> anyhow::Result<Dumped> {
     // The window ends at the newest sample; a sample stamped `span` before
     // it is one interval too many, hence the strict bound.
     let entries: Vec<Entry> = {
@@ -298,10 +314,10 @@ fn write_dump(shared: &Shared, span: Duration) -> anyhow::Result<Dumped> {
         entries,
         skipped: 0,
     };
-    let metadata = record::file_metadata(shared.interval, None, None);
-    let summary = parquet::write(&path, &metadata, &mut source)?;
+    let summary = parquet::write(&path, metadata, &mut source)?;
     Ok(Dumped {
         path,
+        skipped: source.skipped,
         rows: summary.rows,
         bytes: summary.bytes,
         from: summary.first_ns as f64 / 1e9,

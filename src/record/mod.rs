@@ -114,23 +114,21 @@ pub fn run(o: Options) -> anyhow::Result<u8> {
         anyhow::bail!("{}: no such directory", dir.display());
     }
     let spool_dir = spool_dir_of(&o.output);
-    if spool_dir.exists() && !o.resume {
-        if o.force {
-            std::fs::remove_dir_all(&spool_dir)
-                .with_context(|| format!("cannot remove {}", spool_dir.display()))?;
-        } else {
-            anyhow::bail!(
-                "{} holds the snapshots of an interrupted recording: pass --resume to \
-                 continue it (and write them all), or --force to discard it",
-                spool_dir.display()
-            );
-        }
+    if spool_dir.exists() && !o.resume && !o.force {
+        anyhow::bail!(
+            "{} holds the snapshots of an interrupted recording: pass --resume to \
+             continue it (and write them all), or --force to discard it",
+            spool_dir.display()
+        );
     }
     runtime::build("sonde-record")?.block_on(record(o, spool_dir))
 }
 
 async fn record(o: Options, spool_dir: PathBuf) -> anyhow::Result<u8> {
     let events = Events::watch();
+    // Subscribed before the first pull, so a Ctrl-C during it is not lost.
+    let shutdown = events.shutdown();
+    tokio::pin!(shutdown);
     let client = fetch::client();
     let url = fetch::binary_url(&o.url);
     let timeout = o
@@ -142,6 +140,11 @@ async fn record(o: Options, spool_dir: PathBuf) -> anyhow::Result<u8> {
         .map_err(|e| anyhow::anyhow!("cannot record {url}: {e}"))?;
     let descriptions = optional_json(&client, &o.url, "/metrics/descriptions").await;
     let systeminfo = optional_json(&client, &o.url, "/systeminfo").await;
+    // An interrupted run's snapshots go only once the agent has answered.
+    if o.force && !o.resume && spool_dir.exists() {
+        std::fs::remove_dir_all(&spool_dir)
+            .with_context(|| format!("cannot remove {}", spool_dir.display()))?;
+    }
     let spool = Spool::open(&spool_dir, u64::MAX, u64::MAX)
         .with_context(|| format!("cannot create {}", spool_dir.display()))?;
     let spool = Mutex::new(spool);
@@ -153,15 +156,17 @@ async fn record(o: Options, spool_dir: PathBuf) -> anyhow::Result<u8> {
             .with_context(|| format!("cannot write to {}", spool_dir.display()))?;
         Ok(())
     };
-    append(unix_ms(first.stamp.systemtime), &body)?;
+    let mut last_ms = unix_ms(first.stamp.systemtime);
+    append(last_ms, &body)?;
 
     let mut child = match o.command.split_first() {
-        Some((prog, args)) => Some(
-            tokio::process::Command::new(prog)
-                .args(args)
-                .spawn()
-                .with_context(|| format!("cannot start `{prog}`"))?,
-        ),
+        Some((prog, args)) => match tokio::process::Command::new(prog).args(args).spawn() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&spool_dir);
+                return Err(anyhow::anyhow!("cannot start `{prog}`: {e}"));
+            }
+        },
         None => None,
     };
     let progress = std::io::stderr().is_terminal();
@@ -170,14 +175,26 @@ async fn record(o: Options, spool_dir: PathBuf) -> anyhow::Result<u8> {
     let mut failures = 0u64;
     let mut last_error: Option<String> = None;
     let mut ticker = Ticker::new(o.interval);
-    let shutdown = events.shutdown();
-    tokio::pin!(shutdown);
+    let mut signalled = false;
     let mut status: Option<std::process::ExitStatus> = None;
     let mut write_error = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = &mut shutdown, if child.is_none() => break,
+            _ = &mut shutdown, if !signalled => {
+                signalled = true;
+                match &child {
+                    None => break,
+                    // Sent to sonde alone (kill, systemctl, timeout): pass
+                    // it on and record until the command has ended.
+                    Some(c) => {
+                        if let Some(pid) = c.id() {
+                            // SAFETY: kill with our child's pid and a valid signal.
+                            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                        }
+                    }
+                }
+            }
             st = async { child.as_mut().expect("guarded").wait().await }, if child.is_some() && status.is_none() => {
                 status = Some(st.context("cannot wait for the command")?);
                 child = None;
@@ -186,12 +203,19 @@ async fn record(o: Options, spool_dir: PathBuf) -> anyhow::Result<u8> {
         }
         match fetch::snapshot(&client, &url, timeout).await {
             Ok((s, body)) => {
-                if let Err(e) = append(unix_ms(s.stamp.systemtime), &body) {
-                    // Disk full or gone: stop and write what is spooled.
-                    write_error = Some(e);
-                    break;
+                let ms = unix_ms(s.stamp.systemtime);
+                // The unaligned first pull and the first tick can fall in
+                // one agent TTL: the same snapshot is one row, not two.
+                if ms != last_ms {
+                    if let Err(e) = append(ms, &body) {
+                        // Disk full or gone: stop and write what is spooled.
+                        tracing::error!("{e:#}; recording stops");
+                        write_error = Some(e);
+                        break;
+                    }
+                    last_ms = ms;
+                    samples += 1;
                 }
-                samples += 1;
             }
             Err(e) => {
                 failures += 1;

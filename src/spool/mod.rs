@@ -164,8 +164,13 @@ impl Spool {
         rec.extend_from_slice(payload);
         let seg = self.segments.last_mut().expect("rolled above");
         let w = self.writer.as_mut().expect("rolled above");
-        w.write_all(&rec)?;
-        w.sync_data()?;
+        if let Err(e) = w.write_all(&rec).and_then(|()| w.sync_data()) {
+            // Part of the record may be in the file: appends after it would
+            // sit at offsets the index does not know. Close the segment (a
+            // scan stops at the torn record) and start a new one next time.
+            self.writer = None;
+            return Err(e);
+        }
         seg.entries.push(Entry {
             seq,
             unix_ms,

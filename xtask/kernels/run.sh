@@ -27,6 +27,9 @@ for mode in auto raw_tp; do
     i=$((i + 1))
     if [ $i -gt 1200 ] || ! kill -0 $pid 2>/dev/null; then
       echo "agent did not start" > "$d/error"
+      # Not left running: the next mode needs the port.
+      kill $pid 2>/dev/null
+      wait $pid
       break
     fi
     sleep 0.1

@@ -215,11 +215,15 @@ fn test(args: &[String]) -> Result<()> {
     status(&mut t)?;
     // Every BPF sampler on Debian 12's kernel too, under QEMU (~1 minute
     // once the packages are there); not when only some tests were asked.
+    let ci = std::env::var("CI").as_deref() == Ok("true");
     if !args.is_empty() {
+        Ok(())
+    } else if !ci && !kernels::series_available("6.1") {
+        eprintln!("xtask: SKIPPED the kernel matrix: apt serves no Debian 6.1 cloud kernel here");
         Ok(())
     } else if is_root() {
         kernels::kernels(&["6.1".to_string()])
-    } else if std::env::var("CI").as_deref() == Ok("true") {
+    } else if ci {
         bail!("the kernel matrix needs root (CI=true)")
     } else {
         eprintln!("xtask: SKIPPED the kernel matrix (cargo xtask kernels 6.1): it needs root");

@@ -260,6 +260,13 @@ fn mode(run: &Run, mode: &str) -> ModeResult {
         r.error = Some(format!("{} ({})", e.trim(), tail.join(" / ")));
         return r;
     }
+    // The agent must have shut down cleanly on SIGTERM after the run.
+    if let Ok(code) = read(&dir.join("exit")) {
+        if code.trim() != "0" {
+            r.error = Some(format!("the agent exited with {} on SIGTERM", code.trim()));
+            return r;
+        }
+    }
     match samplers(&dir) {
         Ok(s) => r.samplers = s,
         Err(e) => {
@@ -344,6 +351,16 @@ fn segments(text: &str) -> Option<(u64, u64)> {
     Some((get("InSegs")?, get("OutSegs")?))
 }
 
+/// `got` must reach the driven count `want`.
+fn reached(sampler: &'static str, what: &str, got: f64, want: f64) -> Check {
+    Check {
+        sampler,
+        what: what.to_string(),
+        ok: got >= want,
+        detail: format!("{got:.0} ≥ {want:.0}"),
+    }
+}
+
 fn checks(run: &Run, dir: &Path, samplers: &[Sampler]) -> Result<Vec<Check>> {
     let before = read(&dir.join("before.prom"))?;
     let after = read(&dir.join("after.prom"))?;
@@ -369,14 +386,7 @@ fn checks(run: &Run, dir: &Path, samplers: &[Sampler]) -> Result<Vec<Check>> {
             .any(|s| s.name == sampler && s.programs.iter().any(|p| p.0 == hook && p.2))
     };
     let mut out = Vec::new();
-    let mut at_least = |sampler: &'static str, what: &str, got: f64, want: f64| {
-        out.push(Check {
-            sampler,
-            what: what.to_string(),
-            ok: got >= want,
-            detail: format!("{got:.0} ≥ {want:.0}"),
-        });
-    };
+    let mut at_least = |sampler, what: &str, got, want| out.push(reached(sampler, what, got, want));
     at_least(
         "syscall",
         "syscalls ≥ driven",
@@ -508,14 +518,8 @@ fn checks(run: &Run, dir: &Path, samplers: &[Sampler]) -> Result<Vec<Check>> {
             3.0 * n_conn,
         );
     } else {
-        let mut at_least = |sampler: &'static str, what: &str, got: f64, want: f64| {
-            out.push(Check {
-                sampler,
-                what: what.to_string(),
-                ok: got >= want,
-                detail: format!("{got:.0} ≥ {want:.0}"),
-            });
-        };
+        let mut at_least =
+            |sampler, what: &str, got, want| out.push(reached(sampler, what, got, want));
         at_least("blockio", "write ops ≥ driven", ops, n_blk);
         at_least("tcp", "segments in ≥ 3 × connects", agent_in, 3.0 * n_conn);
         at_least(

@@ -18,13 +18,16 @@ use anyhow::{bail, Context, Result};
 use crate::{cargo, ensure_packages, is_root, root, status, BUILD_PACKAGES};
 
 /// What the matrix needs besides the build: QEMU, a static busybox for the
-/// initramfs, cpio to pack it, static libc for the workload, losetup.
+/// initramfs, cpio to pack it, static libc for the workload, losetup
+/// (mount), xz and zstd for compressed modules (Debian's 6.12 has .ko.xz).
 const PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
     "libc6-dev",
-    "util-linux",
+    "mount",
+    "xz-utils",
+    "zstd",
 ];
 
 const INIT: &str = include_str!("../../kernels/init.sh");
@@ -162,6 +165,12 @@ fn series_served() -> Result<Vec<String>> {
         bail!("apt knows no linux-image-*-cloud-amd64-unsigned package (apt-get update?)");
     }
     Ok(series)
+}
+
+/// Whether apt serves a Debian cloud kernel of `series` (Debian 12 does;
+/// Ubuntu and newer Debian releases may not serve 6.1).
+pub fn series_available(series: &str) -> bool {
+    cloud_packages().is_ok_and(|p| p.iter().any(|p| series_of(p).as_deref() == Some(series)))
 }
 
 /// `linux-image-6.1.0-56-cloud-amd64-unsigned` → `6.1`.
