@@ -20,15 +20,19 @@
 #include <bpf/bpf_core_read.h>
 #include "sonde.h"
 #include "scheduler.h"
+#include "cgroup.h"
 
 #define TASK_RUNNING 0
 
 _Static_assert(SCHED_SLOT_SUM + SCHED_HISTS <= SCHED_SLOT_VOLUNTARY, "bank slots overlap");
-_Static_assert(SCHED_SLOT_DISCARDED < SCHED_BANK, "bank overflows");
+_Static_assert(SCHED_SLOT_DISCARDED < SCHED_SLOT_CGROUP, "bank slots overlap");
+_Static_assert(SCHED_SLOT_CGROUP < SCHED_BANK, "bank overflows");
 _Static_assert(SCHED_BANK % CACHELINE_U64S == 0, "bank is not whole cache lines");
 
 /* Set by the loader before load; the verifier prunes what it turns off. */
 const volatile bool offcpu = false;
+/* Per-cgroup run-queue wait, on-CPU time and switches. */
+const volatile bool cgroups = false;
 
 /* What we remember of a task when it leaves its CPU (`offcpu`). */
 struct departure {
@@ -54,6 +58,17 @@ struct {
 
 SONDE_ARRAY(sched_counters);
 SONDE_ARRAY(sched_latency);
+/* cpus x SCHED_CGROUPS x SCHED_CG_FIELDS (1 entry with cgroups off). */
+SONDE_ARRAY(sched_cgroups);
+
+/* Cgroup id -> slot, written by the cgroup sampler; a cgroup it does not
+ * export (filtered, too young, over max_cgroups) has no slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u64);
+	__type(value, __u32);
+	__uint(max_entries, SCHED_CGROUPS);
+} sched_cgroup_ids SEC(".maps");
 
 static __always_inline void count(__u32 cpu, __u32 slot)
 {
@@ -93,6 +108,43 @@ static __always_inline struct departure *stamps(bool btf, struct task_struct *t,
 	return stamps_raw(pid, create);
 }
 
+static __always_inline void cgroup_add(__u32 cpu, __u32 slot, __u32 field, __u64 v)
+{
+	array_add(&sched_cgroups, (cpu * SCHED_CGROUPS + slot) * SCHED_CG_FIELDS + field, v);
+}
+
+/* Attributes the switch to cgroups: prev's slot is the one cached when it
+ * was switched in on this CPU (one hash lookup per switch, for next). A
+ * task moved to another cgroup while running is attributed to its new
+ * cgroup from its next switch in. */
+static __always_inline void cgroup_switch(bool btf, __u32 cpu, __u32 prev_pid, __u32 next_pid,
+					  struct task_struct *next, bool involuntary, __u64 arrived,
+					  __u64 queued, __u64 now)
+{
+	__u32 idx = cpu * SCHED_BANK + SCHED_SLOT_CGROUP, *slotp;
+	__u64 *cur = bpf_map_lookup_elem(&sched_counters, &idx), id;
+
+	if (!cur)
+		return;
+	if (prev_pid && *cur && *cur <= SCHED_CGROUPS) {
+		__u32 slot = *cur - 1;
+
+		cgroup_add(cpu, slot, involuntary ? SCHED_CG_INVOLUNTARY : SCHED_CG_VOLUNTARY, 1);
+		if (arrived && arrived <= now)
+			cgroup_add(cpu, slot, SCHED_CG_ONCPU, now - arrived);
+	}
+	*cur = 0;
+	if (!next_pid)
+		return;
+	id = task_cgroup_id(btf, next);
+	slotp = bpf_map_lookup_elem(&sched_cgroup_ids, &id);
+	if (!slotp || *slotp >= SCHED_CGROUPS)
+		return;
+	*cur = *slotp + 1;
+	if (queued && queued <= now)
+		cgroup_add(cpu, *slotp, SCHED_CG_RUNQUEUE, now - queued);
+}
+
 /* `btf` is a constant after inlining: the tp_btf twin reads task fields
  * with plain loads, the raw_tp twin through bpf_probe_read. */
 static __always_inline void on_switch(bool btf, bool preempt, struct task_struct *prev,
@@ -101,8 +153,8 @@ static __always_inline void on_switch(bool btf, bool preempt, struct task_struct
 	__u32 cpu = bpf_get_smp_processor_id();
 	__u32 prev_pid = SONDE_READ(btf, prev, pid), next_pid = SONDE_READ(btf, next, pid);
 	bool involuntary = preempt || prev_state == TASK_RUNNING;
+	__u64 now, arrived = 0, queued = 0;
 	struct departure *d;
-	__u64 now;
 
 	/* The idle task (pid 0) is not work: its switches are not counted. */
 	if (prev_pid)
@@ -111,8 +163,7 @@ static __always_inline void on_switch(bool btf, bool preempt, struct task_struct
 		return;
 	now = btf ? prev->se.cfs_rq->rq->clock : BPF_CORE_READ(prev, se.cfs_rq, rq, clock);
 	if (prev_pid) {
-		__u64 arrived = SONDE_READ(btf, prev, sched_info.last_arrival);
-
+		arrived = SONDE_READ(btf, prev, sched_info.last_arrival);
 		if (arrived)
 			observe(cpu, SCHED_HIST_RUNNING, arrived, now);
 		if (offcpu) {
@@ -127,8 +178,7 @@ static __always_inline void on_switch(bool btf, bool preempt, struct task_struct
 		/* The wait on the run queue it runs from: a task the load
 		 * balancer moved while it waited counts from its arrival on
 		 * this queue. */
-		__u64 queued = SONDE_READ(btf, next, sched_info.last_queued);
-
+		queued = SONDE_READ(btf, next, sched_info.last_queued);
 		if (queued)
 			observe(cpu, SCHED_HIST_RUNQUEUE, queued, now);
 		if (offcpu) {
@@ -137,6 +187,9 @@ static __always_inline void on_switch(bool btf, bool preempt, struct task_struct
 				observe(cpu, SCHED_HIST_OFFCPU, d->at, now);
 		}
 	}
+	if (cgroups)
+		cgroup_switch(btf, cpu, prev_pid, next_pid, next, involuntary, arrived, queued,
+			      now);
 }
 
 SEC("tp_btf/sched_switch")

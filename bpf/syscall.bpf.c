@@ -10,16 +10,20 @@
 #include <bpf/bpf_tracing.h>
 #include "sonde.h"
 #include "syscall.h"
+#include "cgroup.h"
 
 _Static_assert(SYSCALL_SLOT_COUNT + SYSCALL_OPS <= SYSCALL_SLOT_SUM, "bank slots overlap");
 _Static_assert(SYSCALL_SLOT_SUM + SYSCALL_OPS <= SYSCALL_SLOT_DISCARDED, "bank slots overlap");
-_Static_assert(SYSCALL_SLOT_COUNTDOWN < SYSCALL_BANK, "bank overflows");
+_Static_assert(SYSCALL_SLOT_COUNTDOWN < SYSCALL_SLOT_CG_TASK, "bank slots overlap");
+_Static_assert(SYSCALL_SLOT_GEN < SYSCALL_BANK, "bank overflows");
 _Static_assert(SYSCALL_BANK % CACHELINE_U64S == 0, "bank is not whole cache lines");
 
 /* Set by the loader before load; the verifier prunes what they turn off. */
 const volatile bool timed = false;
 /* Time 1 in `sample_every` syscalls on average (1: every one). */
 const volatile __u32 sample_every = 1;
+/* Per-cgroup syscall counts. */
+const volatile bool cgroups = false;
 
 struct start {
 	__u64 ts;
@@ -44,6 +48,50 @@ struct {
 
 SONDE_ARRAY(syscall_counters);
 SONDE_ARRAY(syscall_latency);
+/* cpus x SYSCALL_CGROUPS x SYSCALL_OPS (1 entry with cgroups off). */
+SONDE_ARRAY(syscall_cgroups);
+
+/* Cgroup id -> slot, written by the cgroup sampler (same slots as the
+ * scheduler's). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u64);
+	__type(value, __u32);
+	__uint(max_entries, SYSCALL_CGROUPS);
+} syscall_cgroup_ids SEC(".maps");
+
+static __always_inline __u64 *bank_slot(__u32 cpu, __u32 slot)
+{
+	__u32 idx = cpu * SYSCALL_BANK + slot;
+
+	return bpf_map_lookup_elem(&syscall_counters, &idx);
+}
+
+/* Counts the syscall for the current task's cgroup. A task enters many
+ * syscalls between switches, so its slot is cached per CPU and the hash
+ * lookup is paid when another task (or a new slot generation) shows up. */
+static __always_inline void cgroup_count(bool btf, __u32 cpu, __u32 op)
+{
+	__u64 *task = bank_slot(cpu, SYSCALL_SLOT_CG_TASK),
+	      *slot = bank_slot(cpu, SYSCALL_SLOT_CG_SLOT);
+	__u64 *gen = bank_slot(cpu, SYSCALL_SLOT_CG_GEN), *now_gen = bank_slot(0, SYSCALL_SLOT_GEN);
+	__u64 t = bpf_get_current_task(), id;
+	__u32 *s;
+
+	if (!task || !slot || !gen || !now_gen)
+		return;
+	if (*task != t || *gen != *now_gen) {
+		id =
+		    task_cgroup_id(btf, btf ? bpf_get_current_task_btf() : (struct task_struct *)t);
+		s = bpf_map_lookup_elem(&syscall_cgroup_ids, &id);
+		*slot = s && *s < SYSCALL_CGROUPS ? *s + 1 : 0;
+		*task = t;
+		*gen = *now_gen;
+	}
+	if (*slot && *slot <= SYSCALL_CGROUPS)
+		array_add(&syscall_cgroups,
+			  ((cpu * SYSCALL_CGROUPS) + (__u32)(*slot - 1)) * SYSCALL_OPS + op, 1);
+}
 
 /* Whether this syscall is timed. A per-CPU countdown decides, reset to a
  * random gap with mean `sample_every` (uniform in 1 .. 2n-1): random gaps
@@ -67,7 +115,7 @@ static __always_inline bool sampled(__u32 cpu)
 	return true;
 }
 
-static __always_inline void on_enter(long id)
+static __always_inline void on_enter(bool btf, long id)
 {
 	__u32 cpu = bpf_get_smp_processor_id(), nr = id, *opp, op;
 	struct start *s;
@@ -75,6 +123,8 @@ static __always_inline void on_enter(long id)
 	opp = bpf_map_lookup_elem(&syscall_ops, &nr);
 	op = opp ? *opp : 0;
 	array_add(&syscall_counters, cpu * SYSCALL_BANK + SYSCALL_SLOT_COUNT + op, 1);
+	if (cgroups && op < SYSCALL_OPS)
+		cgroup_count(btf, cpu, op);
 	if (!timed || !sampled(cpu))
 		return;
 	s = bpf_task_storage_get(&syscall_start, bpf_get_current_task_btf(), 0,
@@ -110,7 +160,7 @@ static __always_inline void on_exit(void)
 	array_add(&syscall_counters, cpu * SYSCALL_BANK + SYSCALL_SLOT_SUM + op, now - start);
 }
 
-SONDE_HOOK(sys_enter, sys_enter, on_enter(id), struct pt_regs *regs, long id)
+SONDE_HOOK(sys_enter, sys_enter, on_enter(btf, id), struct pt_regs *regs, long id)
 
 SONDE_HOOK(sys_exit, sys_exit, on_exit(), struct pt_regs *regs, long ret)
 

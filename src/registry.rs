@@ -153,9 +153,14 @@ impl Family {
         {
             return Arc::clone(s);
         }
+        // An empty value is an absent label in Prometheus: it is left
+        // out (a cgroup without a container name has no `name`).
         let mut label_text = String::new();
-        for (i, (k, v)) in self.desc.labels.iter().zip(values).enumerate() {
-            if i > 0 {
+        for (k, v) in self.desc.labels.iter().zip(values) {
+            if v.is_empty() {
+                continue;
+            }
+            if !label_text.is_empty() {
                 label_text.push(',');
             }
             label_text.push_str(k);
@@ -230,6 +235,7 @@ impl Series {
             .iter()
             .copied()
             .zip(self.values.iter().map(|v| &**v))
+            .filter(|(_, v)| !v.is_empty())
     }
 
     pub fn label_text(&self) -> &str {

@@ -7,6 +7,13 @@ use std::time::Duration;
 
 use common::*;
 
+fn cgroup_v2() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 "))
+    })
+}
+
 /// Prometheus family names listed in the metric catalog (docs/metrics.md).
 fn catalog_families() -> Vec<String> {
     let catalog = std::fs::read_to_string(repo().join("docs/metrics.md")).unwrap();
@@ -71,6 +78,12 @@ fn metrics_are_valid_complete_and_true() {
             !f.starts_with("sonde_exporter_")
                 && !f.starts_with("sonde_push_")
                 && !f.starts_with("sonde_hindsight_")
+        })
+        // Per-cgroup in-kernel counters start with the cgroup sampler's
+        // second pass (a second after start), per-cgroup pressure needs
+        // cgroup v2 (our machines are v1 hybrid): tests/cgroup.rs.
+        .filter(|f| {
+            !f.starts_with("cgroup_") && !(f.starts_with("container_pressure_") && !cgroup_v2())
         })
         .collect();
     assert!(

@@ -83,6 +83,7 @@ pub struct Instance {
     sampler: Mutex<Option<Box<dyn Sampler>>>,
     programs: Vec<ProgramInfo>,
     map_bytes: u64,
+    detail: Option<String>,
     up: Arc<Series>,
     refresh_ns: Arc<Series>,
     errors: Arc<Series>,
@@ -95,6 +96,9 @@ pub struct SamplerReport {
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the sampler found at start (e.g. the cgroup layout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     pub programs: Vec<ProgramInfo>,
     /// Kernel memory held by the sampler's BPF maps.
     pub map_bytes: u64,
@@ -115,6 +119,12 @@ impl Instance {
             let ctx = SamplerContext {
                 name,
                 options: &options,
+                cgroup_attribution: config.enabled("cgroup")
+                    && config
+                        .options("cgroup")
+                        .get("attribution")
+                        .and_then(toml::Value::as_bool)
+                        .unwrap_or(true),
             };
             // A sampler that panics while starting must not take the agent down.
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (spec.init)(&ctx))) {
@@ -131,6 +141,7 @@ impl Instance {
         let bpf = sampler.as_ref().and_then(|s| s.bpf());
         let programs = bpf.map(|b| b.programs.clone()).unwrap_or_default();
         let map_bytes = bpf.map_or(0, |b| b.map_bytes);
+        let detail = sampler.as_ref().and_then(|s| s.detail());
         let inst = Instance {
             name,
             status,
@@ -138,6 +149,7 @@ impl Instance {
             sampler: Mutex::new(sampler),
             programs,
             map_bytes,
+            detail,
             up: SAMPLER_UP.series(&[name]),
             refresh_ns: SAMPLER_REFRESH.series(&[name]),
             errors: SAMPLER_ERRORS.series(&[name]),
@@ -194,6 +206,7 @@ impl Instance {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            detail: self.detail.clone(),
             programs: self.programs.clone(),
             map_bytes: self.map_bytes,
             refresh_ns: self.refresh_ns.gauge().max(0) as u64,
@@ -262,7 +275,10 @@ impl Collector {
             let reason = i.reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let reason = reason.as_deref().unwrap_or("");
             match i.status {
-                Status::Active => tracing::info!("sampler {}: active", i.name),
+                Status::Active => match &i.detail {
+                    Some(d) => tracing::info!("sampler {}: active ({d})", i.name),
+                    None => tracing::info!("sampler {}: active", i.name),
+                },
                 Status::Disabled => tracing::info!("sampler {}: disabled ({reason})", i.name),
                 Status::Failed => tracing::warn!("sampler {}: FAILED: {reason}", i.name),
             }

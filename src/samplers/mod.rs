@@ -6,6 +6,7 @@
 pub mod common;
 
 mod blockio;
+pub mod cgroup;
 mod cpu;
 mod cpu_events;
 mod diskstats;
@@ -38,6 +39,12 @@ pub trait Sampler: Send {
     /// The BPF programs and maps this sampler loaded (procfs samplers have
     /// none); the agent reports them and refreshes their run statistics.
     fn bpf(&self) -> Option<&crate::bpf::BpfInfo> {
+        None
+    }
+
+    /// A line for `/samplers` and the startup log on what the sampler found
+    /// (e.g. the cgroup layout).
+    fn detail(&self) -> Option<String> {
         None
     }
 }
@@ -83,6 +90,9 @@ pub struct SamplerContext<'a> {
     pub name: &'static str,
     /// The sampler's section without `enabled`; already validated.
     pub options: &'a toml::Value,
+    /// Whether the `cgroup` sampler is on with `attribution`: BPF samplers
+    /// then also count per cgroup (common::cgroups).
+    pub cgroup_attribution: bool,
 }
 
 impl SamplerContext<'_> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use linkme::distributed_slice;
 
+use super::common::cgroups;
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::scheduler::*;
 use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, HookMode, Loader};
@@ -109,20 +110,57 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         disable: options.disable,
     };
     let offcpu = options.offcpu;
+    // Attribution that cannot start (no cpu controller) leaves the
+    // host-wide counters running; the cgroup sampler reports it.
+    let target = ctx
+        .cgroup_attribution
+        .then(cgroups::bpf_target)
+        .transpose()
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "scheduler: no per-cgroup counters");
+            None
+        });
+    let cg_width = if target.is_some() {
+        SCHED_CGROUPS * SCHED_CG_FIELDS
+    } else {
+        1
+    };
     let bpf = Loader::new("scheduler", SchedulerSkelBuilder::default, &bpf_options)
         .banks("sched_counters", SCHED_BANK)
         .histograms("sched_latency", SCHED_HISTS)
+        .banks("sched_cgroups", cg_width)
         .load_with(
             |open| {
-                open.maps
+                let rodata = open
+                    .maps
                     .rodata_data
                     .as_deref_mut()
-                    .ok_or_else(|| anyhow::anyhow!("the scheduler object has no rodata"))?
-                    .offcpu = offcpu;
+                    .ok_or_else(|| anyhow::anyhow!("the scheduler object has no rodata"))?;
+                rodata.offcpu = offcpu;
+                if let Some(t) = target {
+                    rodata.cgroups = true;
+                    rodata.cgroup_dfl = t.dfl;
+                    rodata.cgroup_subsys = t.subsys;
+                }
                 Ok(())
             },
             |_| Ok(()),
         )?;
+    if target.is_some() {
+        use libbpf_rs::MapCore as _;
+        let ids = bpf
+            .object()
+            .maps()
+            .find(|m| m.name() == "sched_cgroup_ids")
+            .ok_or_else(|| anyhow::anyhow!("no sched_cgroup_ids map"))?;
+        cgroups::register(cgroups::Provider::new(
+            "scheduler",
+            cgroups::MapHandle::try_from(&ids)?,
+            bpf.banks("sched_cgroups")?,
+            SCHED_CG_FIELDS,
+            None,
+        )?);
+    }
     Ok(Some(Box::new(Scheduler {
         banks: bpf.banks("sched_counters")?,
         histograms: bpf.histograms("sched_latency")?,

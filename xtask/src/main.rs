@@ -24,8 +24,9 @@ const BUILD_PACKAGES: &[&str] = &[
     "pkg-config",
     "clang-format",
 ];
-/// Debian packages the tests need besides: a real Prometheus and promtool.
-const TEST_PACKAGES: &[&str] = &["prometheus"];
+/// Debian packages the tests need besides: a real Prometheus and promtool;
+/// a real dockerd and a static busybox to run in it (tests/docker.rs).
+const TEST_PACKAGES: &[&str] = &["prometheus", "docker.io", "busybox-static"];
 
 const USAGE: &str = "usage: cargo xtask <command>
 

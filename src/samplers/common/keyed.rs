@@ -51,8 +51,34 @@ impl<V> Keyed<V> {
 
     /// Ends the pass: keys not seen in it are dropped.
     pub fn finish(&mut self) {
+        self.finish_with(|_| {});
+    }
+
+    /// `finish`, handing each dropped value (None: an excluded key) to
+    /// `gone`, for what must be undone with it.
+    pub fn finish_with(&mut self, mut gone: impl FnMut(Option<V>)) {
         let pass = self.pass;
-        self.entries.retain(|_, e| e.seen == pass);
+        let dropped: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.seen != pass)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in dropped {
+            if let Some(e) = self.entries.remove(&k) {
+                gone(e.value);
+            }
+        }
+    }
+
+    /// Whether `key` is tracked (wanted or excluded).
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// The wanted values.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.entries.values_mut().filter_map(|e| e.value.as_mut())
     }
 
     /// Keys tracked (wanted or excluded).

@@ -1,6 +1,7 @@
 //! What samplers share: procfs files kept open, number parsing, globs,
 //! and series keyed by a device or mount that vanish with it.
 
+pub mod cgroups;
 mod keyed;
 
 pub use keyed::Keyed;

@@ -9,6 +9,7 @@ use linkme::distributed_slice;
 use crate::bpf::consts::syscall::*;
 use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, Loader};
 use crate::registry::Series;
+use crate::samplers::common::cgroups;
 use crate::samplers::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 
 mod classes;
@@ -43,7 +44,7 @@ crate::family! {
 
 /// Operation classes; the index is what the BPF table stores. Syscalls not
 /// listed below are `other` (index 0, the table's zero value).
-const OPS: [&str; SYSCALL_OPS] = [
+pub(super) const OPS: [&str; SYSCALL_OPS] = [
     "other",
     "read",
     "write",
@@ -187,10 +188,24 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         disable: options.disable,
     };
     let unused: &[&str] = if timed { &[] } else { &["sys_exit"] };
+    let target = ctx
+        .cgroup_attribution
+        .then(cgroups::bpf_target)
+        .transpose()
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "syscall: no per-cgroup counters");
+            None
+        });
+    let cg_width = if target.is_some() {
+        SYSCALL_CGROUPS * SYSCALL_OPS
+    } else {
+        1
+    };
     let bpf = Loader::new("syscall", SyscallSkelBuilder::default, &bpf_options)
         .unused(unused)
         .banks("syscall_counters", SYSCALL_BANK)
         .histograms("syscall_latency", SYSCALL_OPS)
+        .banks("syscall_cgroups", cg_width)
         .load_with(
             |open| {
                 let rodata = open
@@ -200,10 +215,38 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
                     .ok_or_else(|| anyhow::anyhow!("the syscall object has no rodata"))?;
                 rodata.timed = timed;
                 rodata.sample_every = sample_every;
+                if let Some(t) = target {
+                    rodata.cgroups = true;
+                    rodata.cgroup_dfl = t.dfl;
+                    rodata.cgroup_subsys = t.subsys;
+                }
                 Ok(())
             },
             write_table,
         )?;
+    if target.is_some() {
+        use libbpf_rs::MapCore as _;
+        let ids = bpf
+            .object()
+            .maps()
+            .find(|m| m.name() == "syscall_cgroup_ids")
+            .ok_or_else(|| anyhow::anyhow!("no syscall_cgroup_ids map"))?;
+        let counters = bpf
+            .object()
+            .maps()
+            .find(|m| m.name() == "syscall_counters")
+            .ok_or_else(|| anyhow::anyhow!("no syscall_counters map"))?;
+        cgroups::register(cgroups::Provider::new(
+            "syscall",
+            cgroups::MapHandle::try_from(&ids)?,
+            bpf.banks("syscall_cgroups")?,
+            SYSCALL_OPS,
+            Some((
+                cgroups::MapHandle::try_from(&counters)?,
+                SYSCALL_SLOT_GEN as u32,
+            )),
+        )?);
+    }
     let s = Syscall {
         banks: bpf.banks("syscall_counters")?,
         histograms: bpf.histograms("syscall_latency")?,

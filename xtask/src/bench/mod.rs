@@ -4,6 +4,7 @@
 //! with the agent off and on, which BPF programs ran how often, each eBPF
 //! sampler alone, the floor of an empty program, and micro-benchmarks.
 
+mod containers;
 mod overhead;
 mod proc;
 mod recorder;
@@ -169,6 +170,14 @@ fn phases(plan: &Plan, dir: &Path, report: &mut Report, only_recorder: bool) -> 
     drop(ne);
     drop(agent);
     report.scrape_table(&scrape, startup, startup_cpu, map_bytes);
+
+    eprintln!(
+        "xtask: bench: cgroup and processes passes ({} cgroups, {} processes)",
+        containers::CGROUPS,
+        containers::PROCESSES
+    );
+    let c = containers::measure(dir, &agent_cfg)?;
+    report.containers_table(&c);
 
     let servers = workloads::Servers::start(dir)?;
     eprintln!(

@@ -149,6 +149,21 @@ pub const VARIANTS: &[Variant] = &[
         set: &[("cpu_events", "tlb", "true")],
     },
     Variant {
+        name: "scheduler + syscall (no cgroup attribution)",
+        samplers: Some(&["scheduler", "syscall"]),
+        set: &[],
+    },
+    Variant {
+        name: "scheduler + syscall + cgroup, `attribution = true` (default)",
+        samplers: Some(&["scheduler", "syscall", "cgroup"]),
+        set: &[],
+    },
+    Variant {
+        name: "cgroup, `attribution = false` (cgroupfs only)",
+        samplers: Some(&["cgroup"]),
+        set: &[("cgroup", "attribution", "false")],
+    },
+    Variant {
         name: "all samplers (config/agent.toml)",
         samplers: None,
         set: &[],

@@ -62,6 +62,25 @@ impl Report {
         ));
     }
 
+    pub fn containers_table(&mut self, c: &super::containers::Containers) {
+        self.line(&format!(
+            "\n## Containers and processes ({} cgroups with a task each, {} processes, both walked every second)\n",
+            super::containers::CGROUPS,
+            super::containers::PROCESSES
+        ));
+        self.line("| cgroup pass (median) | cgroups exported | processes pass (median) | agent CPU per second | RSS |");
+        self.line("|---|---|---|---|---|");
+        self.line(&format!(
+            "| {} | {} | {} | {} ({:.2} % of a core) | {} |\n",
+            ms(c.cgroup_pass),
+            c.exported,
+            c.processes_pass.map_or("n/a".to_string(), ms),
+            ms(c.cpu_per_sec),
+            c.cpu_per_sec.as_secs_f64() * 100.0,
+            mb(c.rss),
+        ));
+    }
+
     pub fn scrape_table(
         &mut self,
         s: &Scrape,

@@ -1,0 +1,414 @@
+//! The cgroup sampler against real cgroups: created in this host's
+//! hierarchy (v1 hybrid on our machines, v2 elsewhere) with container-like
+//! names, real workloads moved into them, values checked against the
+//! cgroup's own files and the workload's own rusage.
+
+mod common;
+
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{sample, samples, Agent};
+
+/// The hierarchies a test cgroup is made in: the v1 controllers the sampler
+/// reads, plus membership in the cgroup2 mount when it is hybrid.
+fn hierarchies() -> Vec<PathBuf> {
+    let base = PathBuf::from("/sys/fs/cgroup");
+    if base.join("cpu").is_dir() || base.join("cpu,cpuacct").is_dir() {
+        let mut v: Vec<PathBuf> = [
+            "cpu",
+            "cpuacct",
+            "cpu,cpuacct",
+            "memory",
+            "blkio",
+            "unified",
+        ]
+        .iter()
+        .map(|c| base.join(c))
+        .filter(|p| p.is_dir() && !p.is_symlink())
+        .collect();
+        v.dedup();
+        v
+    } else {
+        vec![base]
+    }
+}
+
+/// A cgroup made in every hierarchy, removed (after its tasks) on drop.
+struct TestCgroup {
+    path: String,
+    dirs: Vec<PathBuf>,
+}
+
+impl TestCgroup {
+    fn new(path: &str) -> TestCgroup {
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            assert!(
+                std::env::var("CI").is_err(),
+                "cgroup tests need root (CI=true)"
+            );
+        }
+        let dirs: Vec<PathBuf> = hierarchies()
+            .into_iter()
+            .map(|h| h.join(path.trim_start_matches('/')))
+            .collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+        }
+        TestCgroup {
+            path: path.to_string(),
+            dirs,
+        }
+    }
+
+    /// A command that moves itself into this cgroup before it execs.
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(program);
+        c.args(args);
+        let procs: Vec<PathBuf> = self.dirs.iter().map(|d| d.join("cgroup.procs")).collect();
+        // SAFETY: only async-signal-safe work between fork and exec:
+        // open/write/close of paths prepared before the fork.
+        let procs: Vec<std::ffi::CString> = procs
+            .iter()
+            .map(|p| std::ffi::CString::new(p.to_str().unwrap()).unwrap())
+            .collect();
+        unsafe {
+            c.pre_exec(move || {
+                for p in &procs {
+                    let fd = libc::open(p.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let ok = libc::write(fd, b"0\n".as_ptr().cast(), 2) == 2;
+                    libc::close(fd);
+                    if !ok {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        c
+    }
+
+    fn file(&self, controller_dir: &str, name: &str) -> String {
+        let d = self
+            .dirs
+            .iter()
+            .find(|d| d.to_str().unwrap().contains(controller_dir))
+            .unwrap_or(&self.dirs[0]);
+        std::fs::read_to_string(d.join(name)).unwrap()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for d in self.dirs.iter().rev() {
+            // Parents made by create_dir_all are left: they are shared by
+            // the tests' cgroups and empty.
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Runs `cmd` to completion; its CPU time (with its reaped children) from
+/// wait4's rusage, in seconds.
+fn run_cpu(mut cmd: Command) -> f64 {
+    // Reaped by wait4 below (std's wait would not give the rusage).
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().expect("spawn the workload");
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child with valid out-pointers.
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    assert_eq!(r, child.id() as i32, "wait4");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
+fn wait_for(agent: &Agent, what: &str, mut ok: impl FnMut(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = agent.metrics();
+        if ok(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn agent_with(extra: &str) -> Agent {
+    let extra = extra.to_string();
+    Agent::start_with(move |t| {
+        let start = t
+            .find("[samplers.cgroup]")
+            .expect("config has [samplers.cgroup]");
+        let end = t[start + 1..]
+            .find("\n[")
+            .map_or(t.len(), |i| start + 1 + i);
+        format!("{}[samplers.cgroup]\n{extra}\n{}", &t[..start], &t[end..])
+    })
+}
+
+const HEX: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
+
+#[test]
+fn container_cgroups_are_measured_and_named() {
+    let pid = std::process::id();
+    let docker = TestCgroup::new(&format!("/sondetest{pid}.slice/docker-{HEX}.scope"));
+    let pod = "0d3a5c1e-7b2f-4c8e-9a61-2f4b8c7d9e10";
+    let kube = TestCgroup::new(&format!(
+        "/sondetest{pid}.slice/kubepods-burstable-pod{}.slice/cri-containerd-{HEX}.scope",
+        pod.replace('-', "_")
+    ));
+    let unit = TestCgroup::new(&format!("/sondetest{pid}.slice/sondeunit.service"));
+    let agent = agent_with(&format!(
+        "interval = \"1s\"\nmin_age = \"0s\"\ninclude = [\"/sondetest{pid}.slice*\"]"
+    ));
+    let id = |cg: &TestCgroup| format!("id=\"{}\"", cg.path);
+    // Every test cgroup appears, with labels from its path.
+    // ... and their in-kernel counters (the BPF samplers start after the
+    // cgroup sampler's first pass; the next pass gives them slots).
+    let text = wait_for(&agent, "the test cgroups", |t| {
+        [&docker, &kube, &unit].iter().all(|cg| {
+            sample(t, "container_cpu_usage_seconds_total", &[&id(cg)]).is_some()
+                && sample(t, "cgroup_oncpu_seconds_total", &[&id(cg)]).is_some()
+        })
+    });
+    let line = |cg: &TestCgroup| {
+        text.lines()
+            .find(|l| l.starts_with("container_cpu_usage_seconds_total{") && l.contains(&id(cg)))
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        line(&docker).contains(&format!("container_id=\"{HEX}\"")),
+        "{}",
+        line(&docker)
+    );
+    assert!(
+        line(&kube).contains(&format!("pod=\"{pod}\"")),
+        "{}",
+        line(&kube)
+    );
+    assert!(
+        line(&kube).contains(&format!("container_id=\"{HEX}\"")),
+        "{}",
+        line(&kube)
+    );
+    assert!(
+        line(&unit).contains("name=\"sondeunit.service\""),
+        "{}",
+        line(&unit)
+    );
+    assert!(!text.contains("unknown_cgroup_id"));
+
+    // CPU: three 1 s burners on two CPUs (so some wait on the run queue),
+    // measured by their own rusage.
+    let before = sample(&text, "container_cpu_usage_seconds_total", &[&id(&docker)]).unwrap();
+    let oncpu_before = sample(&text, "cgroup_oncpu_seconds_total", &[&id(&docker)]).unwrap();
+    let burners: Vec<_> = (0..3)
+        .map(|_| {
+            let cmd = docker.command("timeout", &["1", "sh", "-c", "while :; do :; done"]);
+            std::thread::spawn(move || run_cpu(cmd))
+        })
+        .collect();
+    let burned: f64 = burners.into_iter().map(|b| b.join().unwrap()).sum();
+    assert!(burned > 0.3, "burners used {burned} s of CPU");
+    // Syscalls: 100k reads and 100k writes by dd.
+    let n = 100_000;
+    let dd = docker.command(
+        "dd",
+        &[
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=1",
+            &format!("count={n}"),
+        ],
+    );
+    let dd_cpu = run_cpu(dd);
+    let used = burned + dd_cpu;
+    let after_file = docker.file("cpuacct", "cpuacct.usage");
+    let text = wait_for(&agent, "the burners' CPU", |t| {
+        sample(t, "container_cpu_usage_seconds_total", &[&id(&docker)])
+            .is_some_and(|v| v - before >= used * 0.95)
+            && sample(t, "cgroup_syscalls_total", &[&id(&docker), "op=\"write\""])
+                .is_some_and(|v| v >= n as f64)
+    });
+    let cpu = sample(&text, "container_cpu_usage_seconds_total", &[&id(&docker)]).unwrap() - before;
+    assert!(
+        (cpu - used).abs() <= used * 0.05,
+        "cgroup CPU {cpu} s vs the workload's rusage {used} s (file: {after_file})"
+    );
+    let oncpu =
+        sample(&text, "cgroup_oncpu_seconds_total", &[&id(&docker)]).unwrap() - oncpu_before;
+    assert!(
+        (oncpu - used).abs() <= used * 0.10,
+        "BPF on-CPU {oncpu} s vs rusage {used} s"
+    );
+    let user = sample(&text, "container_cpu_user_seconds_total", &[&id(&docker)]).unwrap();
+    let system = sample(&text, "container_cpu_system_seconds_total", &[&id(&docker)]).unwrap();
+    assert!(user + system > 0.0);
+    for op in ["read", "write"] {
+        let v = sample(
+            &text,
+            "cgroup_syscalls_total",
+            &[&id(&docker), &format!("op=\"{op}\"")],
+        )
+        .unwrap();
+        assert!(v >= n as f64, "{op} syscalls {v} < {n}");
+    }
+    let wait = sample(&text, "cgroup_runqueue_wait_seconds_total", &[&id(&docker)]).unwrap();
+    assert!(wait > 0.0, "run-queue wait {wait}");
+    let switches: f64 = samples(&text, "cgroup_context_switches_total")
+        .iter()
+        .filter(|(l, _)| l.contains(&id(&docker)))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(switches > 0.0);
+    // The unit's cgroup ran nothing: its BPF counters stay at zero.
+    assert_eq!(
+        sample(&text, "cgroup_oncpu_seconds_total", &[&id(&unit)]),
+        Some(0.0)
+    );
+
+    // Memory equals the cgroup's own file (quiet now: the workload exited).
+    let file: f64 = if docker.dirs[0].starts_with("/sys/fs/cgroup/cpu") || docker.dirs.len() > 1 {
+        docker
+            .file("memory", "memory.usage_in_bytes")
+            .trim()
+            .parse()
+            .unwrap()
+    } else {
+        docker.file("", "memory.current").trim().parse().unwrap()
+    };
+    let text = wait_for(&agent, "memory equal to the file", |t| {
+        sample(t, "container_memory_usage_bytes", &[&id(&docker)]) == Some(file)
+    });
+    assert!(sample(&text, "container_memory_working_set_bytes", &[&id(&docker)]).unwrap() <= file);
+
+    // /samplers tells the layout.
+    let report = agent.get("/samplers").text();
+    assert!(
+        report.contains("layout, walking /sys/fs/cgroup"),
+        "{report}"
+    );
+
+    // A cgroup that vanishes takes its series with it.
+    let path = unit.path.clone();
+    drop(unit);
+    wait_for(&agent, "the removed cgroup's series to vanish", |t| {
+        !t.contains(&format!("id=\"{path}\""))
+    });
+    let (ok, out) = common::promtool_check(&agent.metrics());
+    assert!(ok, "{out}");
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn churn_is_bounded_by_max_cgroups_and_min_age() {
+    let pid = std::process::id();
+    let parent = TestCgroup::new(&format!("/sondechurn{pid}"));
+    let max = 40;
+    // Young cgroups wait for min_age; old ones beyond max_cgroups are
+    // dropped and counted.
+    let agent = agent_with(&format!(
+        "interval = \"1s\"\nmin_age = \"2s\"\nmax_cgroups = {max}\ninclude = [\"/sondechurn{pid}/*\"]"
+    ));
+    let count = |t: &str| {
+        t.lines()
+            .filter(|l| {
+                l.starts_with("container_cpu_usage_seconds_total{")
+                    && l.contains(&format!("sondechurn{pid}/"))
+            })
+            .count()
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_before = rss_kb(agent.child.id());
+    // 10,000 cgroups that live a moment each: none is old enough.
+    let dirs: Vec<PathBuf> = parent.dirs.clone();
+    for i in 0..10_000 {
+        for d in &dirs {
+            let c = d.join(format!("j{}", i % 64));
+            let _ = std::fs::create_dir(&c);
+        }
+        if i % 64 == 63 {
+            for d in &dirs {
+                for j in 0..64 {
+                    let _ = std::fs::remove_dir(d.join(format!("j{j}")));
+                }
+            }
+        }
+    }
+    for d in &dirs {
+        for j in 0..64 {
+            let _ = std::fs::remove_dir(d.join(format!("j{j}")));
+        }
+    }
+    let text = agent.metrics();
+    assert_eq!(count(&text), 0, "short-lived cgroups were exported");
+    // 100 that stay: max_cgroups of them exported, the rest counted.
+    let kept: Vec<TestCgroup> = (0..100)
+        .map(|i| TestCgroup::new(&format!("/sondechurn{pid}/keep{i}")))
+        .collect();
+    let text = wait_for(&agent, "max_cgroups exported", |t| {
+        count(t) == max
+            && sample(t, "sonde_cgroups_dropped_total", &[])
+                .is_some_and(|v| v >= (100 - max) as f64)
+    });
+    assert_eq!(
+        sample(&text, "sonde_cgroups", &[]).unwrap() as usize,
+        max,
+        "exported gauge"
+    );
+    let rss_after = rss_kb(agent.child.id());
+    assert!(
+        rss_after < rss_before + 20 * 1024,
+        "RSS grew from {rss_before} kB to {rss_after} kB"
+    );
+    drop(kept);
+    wait_for(&agent, "the kept cgroups' series to vanish", |t| {
+        count(t) == 0
+    });
+    drop(parent);
+}
+
+#[test]
+fn bad_cgroup_options_are_located_errors() {
+    for (from, to, named) in [
+        (
+            "[samplers.cgroup]\n",
+            "[samplers.cgroup]\nmaxcgroups = 1\n",
+            "maxcgroups",
+        ),
+        ("max_cgroups = 1024", "max_cgroups = 5000", "max_cgroups"),
+        ("min_age = \"30s\"", "min_age = \"soon\"", "min_age"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = common::agent_config(dir.path(), |t| t.replacen(from, to, 1));
+        let out = Command::new(common::BIN)
+            .args(["check", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{to}: {err}");
+        assert!(
+            err.contains(named) && err.contains("agent.toml:"),
+            "{to}: {err}"
+        );
+    }
+}
