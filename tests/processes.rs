@@ -168,6 +168,9 @@ fn a_burner_is_counted_and_its_cpu_outlives_it() {
         std::thread::sleep(Duration::from_millis(600));
         let after = group_cpu(&agent, "sondeburn");
         assert!(after >= alive, "the counter went down: {alive} -> {after}");
+        // Its exit record matched the process the walks tracked (pid and
+        // start time): added once, not on top of what they counted.
+        assert!(after < alive + 0.3, "counted twice: {alive} -> {after}");
     }
     let text = scrape(&agent);
     assert_eq!(
@@ -420,5 +423,64 @@ fn config_errors_are_located() {
             "{p}:3: key `samplers.processes.groups[0]`: needs at least one of comm, exe or cmdline"
         )),
         "{stderr}"
+    );
+}
+
+/// In its own pid namespace with its own /proc (a container), exit records
+/// cannot be matched to processes: the sampler runs on without them and
+/// /samplers says why, as for a program that did not attach.
+#[test]
+fn in_a_pid_namespace_of_its_own_the_degraded_mode_is_reported() {
+    if !bpf_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = only_samplers_config(dir.path(), &["processes"], processes_config("", ""));
+    let mut child = Command::new(tool("unshare"))
+        .args(["--pid", "--fork", "--mount-proc", BIN])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("[unshared agent] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let port: u16 = wait_for("the agent to listen", Duration::from_secs(20), || {
+        let line = rx.try_recv().ok()?;
+        line.split("listening on http://127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split('/').next()?.parse().ok())
+    });
+    let body = http(&format!("http://127.0.0.1:{port}/samplers"), &[]).body;
+    let _ = child.kill();
+    let _ = child.wait();
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let me = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "processes")
+        .unwrap();
+    assert_eq!(me["status"], "active", "{me}");
+    let program = &me["programs"][0];
+    assert_eq!(program["name"], "sched_process_free", "{me}");
+    assert_eq!(program["attached"], false, "{me}");
+    assert!(
+        program["reason"]
+            .as_str()
+            .unwrap()
+            .contains("pid namespace"),
+        "{me}"
     );
 }

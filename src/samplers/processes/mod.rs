@@ -262,8 +262,8 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let o: Options = ctx.options()?;
     let (exits, degraded) = if !o.exits {
         (None, None)
-    } else if !procfs::in_initial_pid_namespace() {
-        let why = "the agent is not in the host's pid namespace, so exit records cannot be matched to /proc; ended processes keep the CPU and I/O the last walk saw".to_string();
+    } else if !procfs::proc_is_host_pid_namespace() {
+        let why = "/proc is not the host's pid namespace, so exit records (host pids) cannot be matched to its processes; ended processes keep the CPU and I/O the last walk saw".to_string();
         (None, Some(why))
     } else {
         match exits::Exits::load(o.hook) {

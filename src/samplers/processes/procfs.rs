@@ -253,17 +253,20 @@ pub fn count_fds(path: &str, buf: &mut Vec<u8>) -> u64 {
     n
 }
 
-/// Whether this process sees the host's pid namespace (its NSpid line has
-/// one pid): only then do the kernel's pids equal the names under /proc.
-pub fn in_initial_pid_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("NSpid:"))
-                .map(|v| v.split_ascii_whitespace().count() == 1)
-        })
-        .unwrap_or(false)
+/// Whether /proc shows the host's pid namespace, whose pids are the ones
+/// the kernel gives BPF: the agent is in the host's namespace (which has a
+/// fixed inode, PROC_PID_INIT_INO) and /proc was mounted for it (the NSpid
+/// line lists the pid in each namespace from /proc's down to the agent's:
+/// one entry). In a container with its own /proc exit records could not be
+/// matched to processes.
+pub fn proc_is_host_pid_namespace() -> bool {
+    let host =
+        std::fs::read_link("/proc/self/ns/pid").is_ok_and(|l| l.as_os_str() == "pid:[4026531836]");
+    host && std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .is_some_and(|v| v.split_ascii_whitespace().count() == 1)
+    })
 }
 
 #[cfg(test)]
@@ -359,5 +362,6 @@ mod tests {
         let s = parse_stat(&text).unwrap();
         assert!(s.threads >= 1);
         assert!(!read_file("/proc/0/stat", &mut text));
+        assert!(proc_is_host_pid_namespace(), "the tests run on the host");
     }
 }
