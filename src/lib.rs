@@ -12,6 +12,7 @@ pub mod exporter;
 pub mod hindsight;
 pub mod push;
 pub mod record;
+pub mod top;
 
 pub mod prometheus;
 pub mod runtime;

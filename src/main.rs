@@ -1,6 +1,6 @@
 //! Sonde: an eBPF-first Linux kernel telemetry agent (the command line).
 
-use sonde::{agent, config, exporter, hindsight, push, record};
+use sonde::{agent, config, exporter, hindsight, push, record, top};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,7 +21,7 @@ use push::config::PushConfig;
     name = "sonde",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  sudo sonde config/agent.toml         run the agent\n  sonde --once config/agent.toml       print one snapshot and exit\n  sonde check config/agent.toml        validate a config file\n  sonde exporter config/exporter.toml  relay agents to one Prometheus target with percentiles\n  sonde push config/push.toml          push snapshots upstream, spooling while it is down\n  sonde record http://127.0.0.1:4251 -o run.parquet -- ./benchmark   record one run, 1 s resolution\n  sonde hindsight config/hindsight.toml  keep the last 15 min; kill -USR1 to dump it\n\nEndpoints of a running agent: /metrics (Prometheus text or OpenMetrics), /metrics/binary (msgpack), /metrics/json, /samplers, /healthz.\nLog level: [log] level in the config, overridden by RUST_LOG."
+    after_help = "Examples:\n  sudo sonde config/agent.toml         run the agent\n  sonde --once config/agent.toml       print one snapshot and exit\n  sonde check config/agent.toml        validate a config file\n  sonde exporter config/exporter.toml  relay agents to one Prometheus target with percentiles\n  sonde push config/push.toml          push snapshots upstream, spooling while it is down\n  sonde record http://127.0.0.1:4251 -o run.parquet -- ./benchmark   record one run, 1 s resolution\n  sonde hindsight config/hindsight.toml  keep the last 15 min; kill -USR1 to dump it\n  sonde top config/agent.toml          the running agent's busiest processes, like top\n\nEndpoints of a running agent: /metrics (Prometheus text or OpenMetrics), /metrics/binary (msgpack), /metrics/json, /samplers, /top, /healthz.\nLog level: [log] level in the config, overridden by RUST_LOG."
 )]
 struct Cli {
     /// Agent config file (TOML); runs the agent, like `sonde agent FILE`.
@@ -102,6 +102,26 @@ enum Command {
         /// Hindsight config file (TOML), e.g. config/hindsight.toml.
         config: PathBuf,
     },
+    /// Show the running agent's busiest processes, like top: GETs /top from
+    /// the agent at the [listen] address of CONFIG and prints PID, USER,
+    /// CPU% (of one CPU, over the agent's last walk), RSS, READ/s, WRITE/s
+    /// (storage I/O), THR (threads), COMM and CGROUP. Refreshes every walk
+    /// interval ([samplers.processes] interval) until Ctrl-C, or prints once
+    /// with --once. Needs no privileges; the agent must run with the
+    /// processes sampler enabled.
+    Top {
+        /// The agent's config file (only its [listen] address is used).
+        config: PathBuf,
+        /// Print the table once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Rows to show (the agent keeps [samplers.processes] top of each list).
+        #[arg(short = 'n', long = "rows", default_value_t = 20)]
+        rows: usize,
+        /// Rank by CPU over the last interval, or by resident memory.
+        #[arg(long, value_enum, default_value = "cpu")]
+        sort: top::Sort,
+    },
     /// Validate a config file (agent, exporter, push or hindsight) and print every
     /// problem with its key and line. Exits 0 when valid, 2 when not.
     Check {
@@ -150,6 +170,12 @@ fn main() -> ExitCode {
         Some(Command::Exporter { config }) => relay(&config),
         Some(Command::Push { config }) => pusher(&config),
         Some(Command::Hindsight { config }) => flight_recorder(&config),
+        Some(Command::Top {
+            config,
+            once,
+            rows,
+            sort,
+        }) => processes_top(&config, once, rows, sort),
         Some(Command::Record {
             url,
             output,
@@ -170,7 +196,7 @@ fn main() -> ExitCode {
         None => match cli.config {
             Some(config) => agent(&config, cli.once),
             None => {
-                eprintln!("error: no config file given\n\nUsage: sonde [--once] CONFIG | sonde agent CONFIG | sonde exporter CONFIG | sonde push CONFIG | sonde record URL -o FILE | sonde hindsight CONFIG | sonde check CONFIG\nTry 'sonde --help'.");
+                eprintln!("error: no config file given\n\nUsage: sonde [--once] CONFIG | sonde agent CONFIG | sonde exporter CONFIG | sonde push CONFIG | sonde record URL -o FILE | sonde hindsight CONFIG | sonde top CONFIG | sonde check CONFIG\nTry 'sonde --help'.");
                 ExitCode::from(EXIT_CONFIG)
             }
         },
@@ -212,6 +238,21 @@ fn flight_recorder(path: &Path) -> ExitCode {
         Source::read(path).and_then(|s| HindsightConfig::from_source(&s)),
         |c| c.log.level,
         |config| hindsight::run(path, config),
+    )
+}
+
+fn processes_top(path: &Path, once: bool, rows: usize, sort: top::Sort) -> ExitCode {
+    run_mode(
+        AgentConfig::load(path, &push::spool_path),
+        |c| c.log.level,
+        |config| {
+            top::run(top::Options {
+                listen: config.listen.address.0,
+                once,
+                rows,
+                sort,
+            })
+        },
     )
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -20,10 +20,11 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .route("/metrics/json", get(json))
         .route("/metrics/descriptions", get(descriptions))
         .route("/systeminfo", get(systeminfo))
-        .route("/samplers", get(samplers));
+        .route("/samplers", get(samplers))
+        .route("/top", get(top));
     with_base_routes(
         routes,
-        "/metrics, /metrics/binary, /metrics/json, /metrics/descriptions, /systeminfo, /samplers",
+        "/metrics, /metrics/binary, /metrics/json, /metrics/descriptions, /systeminfo, /samplers, /top",
     )
     .with_state(collector)
 }
@@ -59,4 +60,18 @@ async fn systeminfo() -> Response {
         .unwrap_or_default();
     let body = serde_json::to_vec(&info).unwrap_or_default();
     bytes_response("application/json", Bytes::from(body))
+}
+
+/// The processes sampler's latest table (top processes by CPU and by
+/// resident memory), or 404 with `{"error": …}` when it is not running.
+async fn top() -> Response {
+    match crate::samplers::processes::top_json() {
+        Ok(body) => bytes_response("application/json", body),
+        Err(why) => {
+            let body = serde_json::json!({ "error": why }).to_string();
+            let mut resp = bytes_response("application/json", Bytes::from(body));
+            *resp.status_mut() = StatusCode::NOT_FOUND;
+            resp
+        }
+    }
 }

@@ -631,6 +631,25 @@ pub fn enum_value(member: &str) -> Option<i64> {
 }
 
 impl BpfInfo {
+    /// What a sampler reports when its optional program could not start
+    /// and it runs on without it (degraded): the program, not attached,
+    /// and why, as /samplers and `sonde_bpf_program_attached` show it.
+    pub fn unavailable(sampler: &str, program: &str, hook: &str, reason: String) -> BpfInfo {
+        let attached = PROGRAM_ATTACHED.series(&[sampler, program]);
+        attached.set_gauge(0);
+        BpfInfo {
+            programs: vec![ProgramInfo {
+                name: program.to_string(),
+                hook: hook.to_string(),
+                attached: false,
+                reason: Some(reason),
+            }],
+            map_bytes: 0,
+            stats: Vec::new(),
+            _health: vec![attached],
+        }
+    }
+
     /// Updates each program's missed runs (one bpf syscall per program),
     /// and its run count and run time when the kernel keeps them
     /// (`kernel.bpf_stats_enabled=1` at start).

@@ -17,6 +17,7 @@ mod memory;
 mod network;
 mod pressure;
 mod process;
+pub mod processes;
 mod scheduler;
 mod softirq;
 mod syscall;

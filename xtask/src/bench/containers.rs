@@ -100,7 +100,7 @@ pub fn measure(dir: &Path, base_config: &Path) -> Result<Containers> {
             if let Some(v) = value("sonde_cgroup_pass_seconds") {
                 cg.push(v);
             }
-            if let Some(v) = value("sonde_processes_pass_seconds") {
+            if let Some(v) = value("sonde_processes_walk_duration_seconds") {
                 pr.push(v);
             }
             exported = value("sonde_cgroups").unwrap_or(0.0) as u64;
