@@ -35,6 +35,9 @@ for mode in auto raw_tp; do
     sleep 0.1
   done
   [ -e "$d/error" ] && continue
+  # The cgroup sampler's second pass (1 s) gives the programs their
+  # per-cgroup slots.
+  sleep 2
   snap before
   {
     "$dir/workload" syscalls 100000

@@ -417,6 +417,20 @@ fn checks(run: &Run, dir: &Path, samplers: &[Sampler]) -> Result<Vec<Check>> {
         delta("scheduler_offcpu_seconds_count", &[]),
         2.0 * n_pp - 2.0,
     );
+    // In-kernel cgroup attribution (the VM is cgroup v2, the host v1
+    // hybrid): the workload's cgroup gets its syscalls and switches.
+    at_least(
+        "cgroup",
+        "cgroup syscalls ≥ driven",
+        delta("cgroup_syscalls_total", &[]),
+        n_sys,
+    );
+    at_least(
+        "cgroup",
+        "cgroup context switches ≥ 2 × round trips",
+        delta("cgroup_context_switches_total", &[]),
+        2.0 * n_pp,
+    );
     at_least(
         "scheduler",
         "run-queue waits > 0",

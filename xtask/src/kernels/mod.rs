@@ -372,6 +372,8 @@ fn agent_config(config: &str) -> Result<String> {
         ("\ntime = false", "\ntime = true"),
         ("\ntlb = false", "\ntlb = true"),
         ("\ninterval = \"10s\"", "\ninterval = \"1s\""),
+        // The VM's cgroups are seconds old: export them at once.
+        ("\nmin_age = \"30s\"", "\nmin_age = \"0s\""),
     ] {
         if !c.contains(from) {
             bail!(
