@@ -45,6 +45,8 @@ for mode in auto raw_tp; do
     "$dir/workload" direct "$disk" 500
     "$dir/workload" connects 200
   } > "$d/workload" 2>&1
+  # The cgroup sampler stores its values once per interval (1 s here).
+  sleep 2
   snap after
   kill $pid
   wait $pid

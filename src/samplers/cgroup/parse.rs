@@ -99,8 +99,8 @@ pub fn working_set(usage: u64, inactive_file: u64) -> u64 {
 mod tests {
     use super::*;
 
-    // Captured from a cgroup v2 kernel (6.8, systemd 255):
-    // /sys/fs/cgroup/system.slice/docker-<id>.scope/
+    // In the shape a cgroup v2 kernel (6.x) writes them for a container's
+    // cgroup; the real files are read in the kernel matrix's v2 VMs.
     const CPU_STAT: &str = "usage_usec 8733129\nuser_usec 5966101\nsystem_usec 2767027\ncore_sched.force_idle_usec 0\nnr_periods 1187\nnr_throttled 33\nthrottled_usec 1559040\nnr_bursts 0\nburst_usec 0\n";
     const MEMORY_STAT: &str = "anon 21774336\nfile 64630784\nkernel 3731456\nkernel_stack 294912\npagetables 499712\nsec_pagetables 0\npercpu 2400\nsock 0\nvmalloc 0\nshmem 16384\nzswap 0\nzswapped 0\nfile_mapped 27967488\nfile_dirty 0\nfile_writeback 0\nswapcached 0\nanon_thp 0\nfile_thp 0\nshmem_thp 0\ninactive_anon 21745664\nactive_anon 45056\ninactive_file 40509440\nactive_file 24104960\nunevictable 0\nslab_reclaimable 2230904\nslab_unreclaimable 572632\nslab 2803536\nworkingset_refault_anon 0\nworkingset_refault_file 0\nworkingset_activate_anon 0\nworkingset_activate_file 0\nworkingset_restore_anon 0\nworkingset_restore_file 0\nworkingset_nodereclaim 0\npgscan 0\npgsteal 0\npgscan_kswapd 0\npgscan_direct 0\npgscan_khugepaged 0\npgsteal_kswapd 0\npgsteal_direct 0\npgsteal_khugepaged 0\npgfault 123964\npgmajfault 392\npgrefill 0\npgactivate 5929\npgdeactivate 0\npglazyfree 0\npglazyfreed 0\nthp_fault_alloc 0\nthp_collapse_alloc 0\n";
     const MEMORY_EVENTS: &str = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\noom_group_kill 0\n";

@@ -425,6 +425,14 @@ fn checks(run: &Run, dir: &Path, samplers: &[Sampler]) -> Result<Vec<Check>> {
         delta("cgroup_syscalls_total", &[]),
         n_sys,
     );
+    // cgroupfs read in the layout of the kernel: cpu.stat (v2 VM) or
+    // cpuacct.usage (v1 hybrid host), in ms.
+    at_least(
+        "cgroup",
+        "CPU of the root cgroup (ms) > 0",
+        1000.0 * delta("container_cpu_usage_seconds_total", &[("id", "/")]),
+        1.0,
+    );
     at_least(
         "cgroup",
         "cgroup context switches ≥ 2 × round trips",
