@@ -276,20 +276,22 @@ fn container_cgroups_are_measured_and_named() {
         Some(0.0)
     );
 
-    // Memory equals the cgroup's own file (quiet now: the workload exited).
-    let file: f64 = if docker.dirs[0].starts_with("/sys/fs/cgroup/cpu") || docker.dirs.len() > 1 {
-        docker
-            .file("memory", "memory.usage_in_bytes")
-            .trim()
-            .parse()
-            .unwrap()
-    } else {
-        docker.file("", "memory.current").trim().parse().unwrap()
+    // Memory equals the cgroup's own file, read after the scrape that
+    // shows it (the kernel keeps freeing the exited workload's memory).
+    let file = || -> f64 {
+        let text = if hierarchies().len() > 1 {
+            docker.file("memory", "memory.usage_in_bytes")
+        } else {
+            docker.file("", "memory.current")
+        };
+        text.trim().parse().unwrap()
     };
     let text = wait_for(&agent, "memory equal to the file", |t| {
-        sample(t, "container_memory_usage_bytes", &[&id(&docker)]) == Some(file)
+        let shown = sample(t, "container_memory_usage_bytes", &[&id(&docker)]);
+        shown == Some(file())
     });
-    assert!(sample(&text, "container_memory_working_set_bytes", &[&id(&docker)]).unwrap() <= file);
+    let usage = sample(&text, "container_memory_usage_bytes", &[&id(&docker)]).unwrap();
+    assert!(sample(&text, "container_memory_working_set_bytes", &[&id(&docker)]).unwrap() <= usage);
 
     // /samplers tells the layout.
     let report = agent.get("/samplers").text();

@@ -146,6 +146,7 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
             },
             |_| Ok(()),
         )?;
+    let mut provider = None;
     if target.is_some() {
         use libbpf_rs::MapCore as _;
         let ids = bpf
@@ -153,7 +154,7 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
             .maps()
             .find(|m| m.name() == "sched_cgroup_ids")
             .ok_or_else(|| anyhow::anyhow!("no sched_cgroup_ids map"))?;
-        cgroups::register(cgroups::Provider::new(
+        provider = Some(cgroups::Provider::new(
             "scheduler",
             cgroups::MapHandle::try_from(&ids)?,
             bpf.banks("sched_cgroups")?,
@@ -161,7 +162,7 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
             None,
         )?);
     }
-    Ok(Some(Box::new(Scheduler {
+    let s = Scheduler {
         banks: bpf.banks("sched_counters")?,
         histograms: bpf.histograms("sched_latency")?,
         bpf,
@@ -174,7 +175,12 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         voluntary: SWITCHES.series(&["voluntary"]),
         involuntary: SWITCHES.series(&["involuntary"]),
         discarded: bpf::discarded("scheduler"),
-    })))
+    };
+    // Last: a sampler that failed to start must not leave counters behind.
+    if let Some(p) = provider {
+        cgroups::register(p);
+    }
+    Ok(Some(Box::new(s)))
 }
 
 impl Sampler for Scheduler {

@@ -162,8 +162,10 @@ struct Worker {
     mounts: Mounts,
     root: PathBuf,
     cgroups: Keyed<Exported>,
-    /// Scratch: the cgroups found this pass (relative path, id, ctime).
-    found: Vec<(String, u64, i64)>,
+    /// Scratch: the cgroups found this pass (relative path, id).
+    found: Vec<(String, u64)>,
+    /// Cgroups waiting for `min_age`: when first seen, last pass seen.
+    young: std::collections::HashMap<String, (i64, u64)>,
     buf: String,
     exported: usize,
     dropped: Arc<Series>,
@@ -213,6 +215,7 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         root,
         cgroups: Keyed::default(),
         found: Vec::new(),
+        young: Default::default(),
         buf: String::new(),
         exported: 0,
         dropped: DROPPED.single(),
@@ -296,7 +299,7 @@ impl Worker {
         self.cgroups.begin();
         let mut changed = false;
         let mut key = String::new();
-        for (path, id, ctime) in &found {
+        for (path, id) in &found {
             let wanted = (self.options.include.is_empty()
                 || self
                     .options
@@ -314,11 +317,17 @@ impl Worker {
             key.clear();
             use std::fmt::Write as _;
             let _ = write!(key, "{id}:{path}");
-            // Too young and not decided yet: asked again next pass.
-            if !self.cgroups.contains(&key)
-                && now.saturating_sub(*ctime) < self.options.min_age.as_secs() as i64
-            {
-                continue;
+            // Too young and not decided yet: asked again next pass. Age is
+            // the agent's own first sight (directory times on kernfs move
+            // when children come and go); cgroups of the first pass existed
+            // before the agent and count as old.
+            if !self.cgroups.contains(&key) && pass > 1 {
+                let (first, seen) = self.young.entry(key.clone()).or_insert((now, pass));
+                *seen = pass;
+                if now.saturating_sub(*first) < self.options.min_age.as_secs() as i64 {
+                    continue;
+                }
+                self.young.remove(&key);
             }
             let mut made = None;
             let entry = self.cgroups.get(&key, || {
@@ -346,14 +355,26 @@ impl Worker {
                 }
                 entry.rebase(&providers);
             } else if let (Some(slot), true) = (entry.slot, providers.len() > late) {
-                // A BPF sampler that started after this cgroup got its slot.
+                // A BPF sampler that started after this cgroup got its slot:
+                // only its counters start from here.
                 for p in &providers[late..] {
                     let _ = p.assign(*id, slot);
                 }
-                entry.rebase(&providers);
+                entry.rebase(&providers[late..]);
                 changed = true;
+            } else if entry.slot.is_none() && self.options.attribution {
+                // Exported while every slot was cooling: one is free now.
+                if let Some(slot) = self.free.pop() {
+                    for p in &providers {
+                        let _ = p.assign(*id, slot);
+                    }
+                    entry.slot = Some(slot);
+                    entry.rebase(&providers);
+                    changed = true;
+                }
             }
         }
+        self.young.retain(|_, (_, seen)| *seen == pass);
         self.found = found;
         let mut gone = Vec::new();
         self.cgroups.finish_with(|e| {
@@ -458,12 +479,12 @@ fn labels_of(path: &str, docker: Option<&docker::Docker>) -> ([String; 6], bool)
 }
 
 /// Depth-first walk: every cgroup below `dir` (the root is ""), with its
-/// id (the directory's inode number) and creation time.
-fn walk(dir: &Path, rel: &str, level: usize, depth: usize, out: &mut Vec<(String, u64, i64)>) {
+/// id (the directory's inode number).
+fn walk(dir: &Path, rel: &str, level: usize, depth: usize, out: &mut Vec<(String, u64)>) {
     let Ok(meta) = std::fs::metadata(dir) else {
         return;
     };
-    out.push((rel.to_string(), meta.ino(), meta.ctime()));
+    out.push((rel.to_string(), meta.ino()));
     if depth != 0 && level >= depth {
         return;
     }
@@ -534,8 +555,9 @@ impl Exported {
         }
     }
 
-    /// The scheduler's per-cgroup series, made once its provider counts
-    /// for this cgroup (not before: a zero would claim it ran nothing).
+    /// The scheduler's per-cgroup series, made on the first read after its
+    /// provider has this cgroup's slot (not before: a zero would claim it
+    /// ran nothing).
     fn sched_series(&mut self) {
         let l: Vec<&str> = self.labels.iter().map(String::as_str).collect();
         let with = |f: &'static Family, extra: &str| {

@@ -141,13 +141,22 @@ pub fn bpf_target() -> anyhow::Result<BpfTarget> {
             subsys: 0,
         });
     }
+    // The cgroup sampler walks the cpu controller's hierarchy on v1: the
+    // ids must be its ids.
+    anyhow::ensure!(
+        mounts.controller("cpu").is_some(),
+        "the v1 cpu controller is not mounted"
+    );
     let subsys = crate::bpf::enum_value("cpu_cgrp_id").ok_or_else(|| {
         anyhow::anyhow!("the kernel's BTF has no cpu_cgrp_id (no cpu controller)")
     })?;
-    Ok(BpfTarget {
-        dfl: false,
-        subsys: u32::try_from(subsys)?,
-    })
+    let subsys = u32::try_from(subsys)?;
+    // bpf/include/cgroup.h masks the index with CGROUP_SUBSYS_BOUND - 1.
+    anyhow::ensure!(
+        subsys < 16,
+        "cpu_cgrp_id {subsys} is out of the programs' bound"
+    );
+    Ok(BpfTarget { dfl: false, subsys })
 }
 
 /// Slots each provider has (the maps' size, bpf/scheduler.h).

@@ -224,6 +224,7 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
             },
             write_table,
         )?;
+    let mut provider = None;
     if target.is_some() {
         use libbpf_rs::MapCore as _;
         let ids = bpf
@@ -236,7 +237,7 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
             .maps()
             .find(|m| m.name() == "syscall_counters")
             .ok_or_else(|| anyhow::anyhow!("no syscall_counters map"))?;
-        cgroups::register(cgroups::Provider::new(
+        provider = Some(cgroups::Provider::new(
             "syscall",
             cgroups::MapHandle::try_from(&ids)?,
             bpf.banks("syscall_cgroups")?,
@@ -260,6 +261,10 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         },
         discarded: bpf::discarded("syscall"),
     };
+    // Last: a sampler that failed to start must not leave counters behind.
+    if let Some(p) = provider {
+        cgroups::register(p);
+    }
     Ok(Some(Box::new(s)))
 }
 
