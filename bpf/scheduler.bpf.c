@@ -26,7 +26,9 @@
 
 _Static_assert(SCHED_SLOT_SUM + SCHED_HISTS <= SCHED_SLOT_VOLUNTARY, "bank slots overlap");
 _Static_assert(SCHED_SLOT_DISCARDED < SCHED_SLOT_CGROUP, "bank slots overlap");
-_Static_assert(SCHED_SLOT_CGROUP < SCHED_BANK, "bank overflows");
+_Static_assert(SCHED_SLOT_CGROUP < SCHED_SLOT_CG_GEN, "bank slots overlap");
+_Static_assert(SCHED_SLOT_CG_GEN < SCHED_SLOT_GEN, "bank slots overlap");
+_Static_assert(SCHED_SLOT_GEN < SCHED_BANK, "bank overflows");
 _Static_assert(SCHED_BANK % CACHELINE_U64S == 0, "bank is not whole cache lines");
 
 /* Set by the loader before load; the verifier prunes what it turns off. */
@@ -114,19 +116,23 @@ static __always_inline void cgroup_add(__u32 cpu, __u32 slot, __u32 field, __u64
 }
 
 /* Attributes the switch to cgroups: prev's slot is the one cached when it
- * was switched in on this CPU (one hash lookup per switch, for next). A
- * task moved to another cgroup while running is attributed to its new
- * cgroup from its next switch in. */
+ * was switched in on this CPU (one hash lookup per switch, for next),
+ * unless the slots changed since. A task moved to another cgroup while
+ * running is attributed to its new cgroup from its next switch in. */
 static __always_inline void cgroup_switch(bool btf, __u32 cpu, __u32 prev_pid, __u32 next_pid,
 					  struct task_struct *next, bool involuntary, __u64 arrived,
 					  __u64 queued, __u64 now)
 {
-	__u32 idx = cpu * SCHED_BANK + SCHED_SLOT_CGROUP, *slotp;
+	__u32 idx = cpu * SCHED_BANK + SCHED_SLOT_CGROUP,
+	      gidx = cpu * SCHED_BANK + SCHED_SLOT_CG_GEN;
+	__u32 nidx = SCHED_SLOT_GEN, *slotp;
 	__u64 *cur = bpf_map_lookup_elem(&sched_counters, &idx), id;
+	__u64 *gen = bpf_map_lookup_elem(&sched_counters, &gidx);
+	__u64 *now_gen = bpf_map_lookup_elem(&sched_counters, &nidx);
 
-	if (!cur)
+	if (!cur || !gen || !now_gen)
 		return;
-	if (prev_pid && *cur && *cur <= SCHED_CGROUPS) {
+	if (prev_pid && *cur && *cur <= SCHED_CGROUPS && *gen == *now_gen) {
 		__u32 slot = *cur - 1;
 
 		cgroup_add(cpu, slot, involuntary ? SCHED_CG_INVOLUNTARY : SCHED_CG_VOLUNTARY, 1);
@@ -141,6 +147,7 @@ static __always_inline void cgroup_switch(bool btf, __u32 cpu, __u32 prev_pid, _
 	if (!slotp || *slotp >= SCHED_CGROUPS)
 		return;
 	*cur = *slotp + 1;
+	*gen = *now_gen;
 	if (queued && queued <= now)
 		cgroup_add(cpu, *slotp, SCHED_CG_RUNQUEUE, now - queued);
 }

@@ -11,7 +11,12 @@
 /* 1 + the cgroup slot of the task now on this CPU (0: none); state, not a
  * counter: written at each switch with cgroup attribution on. */
 #define SCHED_SLOT_CGROUP 6
-#define SCHED_BANK 8
+/* The slot generation SCHED_SLOT_CGROUP was looked up in, and, in CPU 0's
+ * bank only, the current one (bumped by the cgroup sampler when slots
+ * change): a task that ran across a change is not attributed. */
+#define SCHED_SLOT_CG_GEN 7
+#define SCHED_SLOT_GEN 8
+#define SCHED_BANK 16
 /* Cgroup attribution: the cgroup sampler gives each exported cgroup a
  * slot (cgroup id -> slot in sched_cgroup_ids); per CPU and slot, a bank
  * of run-queue wait, on-CPU time and switches. */

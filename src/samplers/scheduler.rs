@@ -154,12 +154,21 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
             .maps()
             .find(|m| m.name() == "sched_cgroup_ids")
             .ok_or_else(|| anyhow::anyhow!("no sched_cgroup_ids map"))?;
+        let counters = bpf
+            .object()
+            .maps()
+            .find(|m| m.name() == "sched_counters")
+            .ok_or_else(|| anyhow::anyhow!("no sched_counters map"))?;
         provider = Some(cgroups::Provider::new(
             "scheduler",
             cgroups::MapHandle::try_from(&ids)?,
             bpf.banks("sched_cgroups")?,
             SCHED_CG_FIELDS,
-            None,
+            Some(cgroups::Generation {
+                map: cgroups::MapHandle::try_from(&counters)?,
+                index: SCHED_SLOT_GEN as u32,
+                caches_misses: false,
+            }),
         )?);
     }
     let s = Scheduler {

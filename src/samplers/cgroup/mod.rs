@@ -297,7 +297,9 @@ impl Worker {
         }
 
         self.cgroups.begin();
-        let mut changed = false;
+        // Slots given (caches of "no slot" are stale) and taken back
+        // (cached slots are stale).
+        let (mut changed, mut released) = (false, false);
         let mut key = String::new();
         for (path, id) in &found {
             let wanted = (self.options.include.is_empty()
@@ -385,7 +387,7 @@ impl Worker {
         for (id, slot) in gone {
             self.exported -= 1;
             if let Some(slot) = slot {
-                changed = true;
+                released = true;
                 for p in &providers {
                     p.release(id);
                 }
@@ -393,10 +395,8 @@ impl Worker {
             }
         }
         self.providers = providers;
-        if changed {
-            for p in &self.providers {
-                p.changed();
-            }
+        for p in &self.providers {
+            p.changed(changed, released);
         }
         self.read_all();
         if let Some(d) = &self.docker {

@@ -169,11 +169,19 @@ pub struct Provider {
     ids: MapHandle,
     banks: Banks,
     fields: usize,
-    /// Where a provider that caches slots per CPU keeps its generation
-    /// (map, index), bumped after every change of the slot table; the
-    /// value last written.
-    generation: Option<(MapHandle, u32)>,
+    generation: Option<Generation>,
+    /// The generation last written.
     generation_value: AtomicU64,
+}
+
+/// Where a provider whose programs cache slots per CPU keeps the slot
+/// generation they compare their cache with.
+pub struct Generation {
+    pub map: MapHandle,
+    pub index: u32,
+    /// The cache also remembers tasks without a slot (stale when slots are
+    /// given, not only when they are taken back).
+    pub caches_misses: bool,
 }
 
 impl Provider {
@@ -182,7 +190,7 @@ impl Provider {
         ids: MapHandle,
         banks: Banks,
         fields: usize,
-        generation: Option<(MapHandle, u32)>,
+        generation: Option<Generation>,
     ) -> anyhow::Result<Provider> {
         Ok(Provider {
             sampler,
@@ -208,12 +216,16 @@ impl Provider {
         let _ = self.ids.delete(&id.to_ne_bytes());
     }
 
-    /// Tells the programs that slots changed (cached slots are stale).
-    pub fn changed(&self) {
-        if let Some((map, idx)) = &self.generation {
+    /// Tells the programs what changed in the slot table (see
+    /// `Generation::caches_misses`).
+    pub fn changed(&self, given: bool, taken: bool) {
+        let Some(gen) = &self.generation else { return };
+        if taken || (given && gen.caches_misses) {
             // Through the syscall, not our read-only mapping of the array.
             let g = self.generation_value.fetch_add(1, Ordering::Relaxed) + 1;
-            let _ = map.update(&idx.to_ne_bytes(), &g.to_ne_bytes(), MapFlags::ANY);
+            let _ = gen
+                .map
+                .update(&gen.index.to_ne_bytes(), &g.to_ne_bytes(), MapFlags::ANY);
         }
     }
 

@@ -122,10 +122,22 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// The later of two readings of one process (`o` seen earlier): each
+    /// amount never below `o`'s, and CPU taken as a whole. The exit record
+    /// and /proc split the same runtime into user and system differently,
+    /// so a per-mode maximum would count more than the process ran: the
+    /// CPU beyond `o`'s total is added in `self`'s user/system ratio.
     pub fn max(self, o: Totals) -> Totals {
+        let (total, seen) = (self.user + self.system, o.user + o.system);
+        let more = total.saturating_sub(seen);
+        let user_more = if total == 0 {
+            0
+        } else {
+            (more as u128 * self.user as u128 / total as u128) as u64
+        };
         Totals {
-            user: self.user.max(o.user),
-            system: self.system.max(o.system),
+            user: o.user + user_more,
+            system: o.system + (more - user_more),
             read: self.read.max(o.read),
             write: self.write.max(o.write),
         }
@@ -223,6 +235,23 @@ impl Group {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn later_readings_keep_cpu_whole_and_monotonic() {
+        use super::Totals;
+        let t = |user, system| Totals {
+            user,
+            system,
+            read: 0,
+            write: 0,
+        };
+        // /proc saw 60/40; the exit record splits 100 as 70/20 + 10 more.
+        let m = t(70, 40).max(t(60, 40));
+        assert_eq!(m.user + m.system, 110);
+        assert!(m.user >= 60 && m.system >= 40);
+        // A reading with less CPU never lowers it.
+        assert_eq!(t(10, 10).max(t(60, 40)), t(60, 40));
+    }
+
     use super::*;
 
     fn group(name: &str, comm: &[&str], exe: &[&str], cmdline: &[&str]) -> GroupConfig {

@@ -242,10 +242,11 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
             cgroups::MapHandle::try_from(&ids)?,
             bpf.banks("syscall_cgroups")?,
             SYSCALL_OPS,
-            Some((
-                cgroups::MapHandle::try_from(&counters)?,
-                SYSCALL_SLOT_GEN as u32,
-            )),
+            Some(cgroups::Generation {
+                map: cgroups::MapHandle::try_from(&counters)?,
+                index: SYSCALL_SLOT_GEN as u32,
+                caches_misses: true,
+            }),
         )?);
     }
     let s = Syscall {
