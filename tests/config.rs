@@ -74,7 +74,7 @@ fn unknown_sampler_name() {
         "[samplers.cpux]\nenabled = true\n",
         "samplers.cpux",
         1,
-        "unknown sampler `cpux`, known samplers: blockio, cpu, cpu_events,",
+        "unknown sampler `cpux`, known samplers: blockio, cgroup, cpu, cpu_events,",
     );
 }
 
