@@ -67,25 +67,29 @@ static __always_inline __u64 *bank_slot(__u32 cpu, __u32 slot)
 	return bpf_map_lookup_elem(&syscall_counters, &idx);
 }
 
-/* Counts the syscall for the current task's cgroup. A task enters many
- * syscalls between switches, so its slot is cached per CPU and the hash
- * lookup is paid when another task (or a new slot generation) shows up. */
+/* Counts the syscall for the current task's cgroup. The cache is keyed by
+ * the task's css_set (its cgroup membership, shared by the tasks of one
+ * container): a task that moves itself into a cgroup, as container
+ * runtimes do before exec, gets a new css_set and a fresh lookup. The hash
+ * lookup is paid when a task of another membership (or a new slot
+ * generation) shows up on the CPU. */
 static __always_inline void cgroup_count(bool btf, __u32 cpu, __u32 op)
 {
-	__u64 *task = bank_slot(cpu, SYSCALL_SLOT_CG_TASK),
+	__u64 *key = bank_slot(cpu, SYSCALL_SLOT_CG_TASK),
 	      *slot = bank_slot(cpu, SYSCALL_SLOT_CG_SLOT);
 	__u64 *gen = bank_slot(cpu, SYSCALL_SLOT_CG_GEN), *now_gen = bank_slot(0, SYSCALL_SLOT_GEN);
-	__u64 t = bpf_get_current_task(), id;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 cs, id;
 	__u32 *s;
 
-	if (!task || !slot || !gen || !now_gen)
+	if (!key || !slot || !gen || !now_gen)
 		return;
-	if (*task != t || *gen != *now_gen) {
-		id =
-		    task_cgroup_id(btf, btf ? bpf_get_current_task_btf() : (struct task_struct *)t);
+	cs = btf ? (__u64)task->cgroups : (__u64)BPF_CORE_READ(task, cgroups);
+	if (*key != cs || *gen != *now_gen) {
+		id = task_cgroup_id(btf, task);
 		s = bpf_map_lookup_elem(&syscall_cgroup_ids, &id);
 		*slot = s && *s < SYSCALL_CGROUPS ? *s + 1 : 0;
-		*task = t;
+		*key = cs;
 		*gen = *now_gen;
 	}
 	if (*slot && *slot <= SYSCALL_CGROUPS)

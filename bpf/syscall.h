@@ -8,9 +8,9 @@
 #define SYSCALL_SLOT_SUM 16
 #define SYSCALL_SLOT_DISCARDED 32
 #define SYSCALL_SLOT_COUNTDOWN 33
-/* Cgroup attribution cache (state, not counters): the task last seen
- * entering a syscall on this CPU, 1 + its cgroup slot (0: none), and the
- * slot generation it was looked up in. */
+/* Cgroup attribution cache (state, not counters): the css_set of the task
+ * last seen entering a syscall on this CPU, 1 + its cgroup slot (0: none),
+ * and the slot generation it was looked up in. */
 #define SYSCALL_SLOT_CG_TASK 34
 #define SYSCALL_SLOT_CG_SLOT 35
 #define SYSCALL_SLOT_CG_GEN 36

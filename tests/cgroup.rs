@@ -207,6 +207,37 @@ fn container_cgroups_are_measured_and_named() {
     );
     assert!(!text.contains("unknown_cgroup_id"));
 
+    // The syscall sampler may start later than the scheduler (slow
+    // startup): wait until this cgroup's syscalls are counted too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        run_cpu(docker.command("true", &[]));
+        let t = agent.metrics();
+        if samples(&t, "cgroup_syscalls_total")
+            .iter()
+            .any(|(l, _)| l.contains(&id(&docker)))
+        {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cgroup's syscalls are never counted"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let writes_before = sample(
+        &text,
+        "cgroup_syscalls_total",
+        &[&id(&docker), "op=\"write\""],
+    )
+    .unwrap_or(0.0);
+    let reads_before = sample(
+        &text,
+        "cgroup_syscalls_total",
+        &[&id(&docker), "op=\"read\""],
+    )
+    .unwrap_or(0.0);
+
     // CPU: three 1 s burners on two CPUs (so some wait on the run queue),
     // measured by their own rusage.
     let before = sample(&text, "container_cpu_usage_seconds_total", &[&id(&docker)]).unwrap();
@@ -237,7 +268,7 @@ fn container_cgroups_are_measured_and_named() {
         sample(t, "container_cpu_usage_seconds_total", &[&id(&docker)])
             .is_some_and(|v| v - before >= used * 0.95)
             && sample(t, "cgroup_syscalls_total", &[&id(&docker), "op=\"write\""])
-                .is_some_and(|v| v >= n as f64)
+                .is_some_and(|v| v - writes_before >= n as f64)
     });
     let cpu = sample(&text, "container_cpu_usage_seconds_total", &[&id(&docker)]).unwrap() - before;
     assert!(
@@ -253,13 +284,14 @@ fn container_cgroups_are_measured_and_named() {
     let user = sample(&text, "container_cpu_user_seconds_total", &[&id(&docker)]).unwrap();
     let system = sample(&text, "container_cpu_system_seconds_total", &[&id(&docker)]).unwrap();
     assert!(user + system > 0.0);
-    for op in ["read", "write"] {
+    for (op, was) in [("read", reads_before), ("write", writes_before)] {
         let v = sample(
             &text,
             "cgroup_syscalls_total",
             &[&id(&docker), &format!("op=\"{op}\"")],
         )
-        .unwrap();
+        .unwrap()
+            - was;
         assert!(v >= n as f64, "{op} syscalls {v} < {n}");
     }
     let wait = sample(&text, "cgroup_runqueue_wait_seconds_total", &[&id(&docker)]).unwrap();
