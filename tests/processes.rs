@@ -437,7 +437,8 @@ fn in_a_pid_namespace_of_its_own_the_degraded_mode_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let config = only_samplers_config(dir.path(), &["processes"], processes_config("", ""));
     let mut child = Command::new(tool("unshare"))
-        .args(["--pid", "--fork", "--mount-proc", BIN])
+        // --kill-child: killing unshare must not leave the agent running.
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc", BIN])
         .arg(&config)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
