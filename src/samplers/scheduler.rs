@@ -146,31 +146,22 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
             },
             |_| Ok(()),
         )?;
-    let mut provider = None;
-    if target.is_some() {
-        use libbpf_rs::MapCore as _;
-        let ids = bpf
-            .object()
-            .maps()
-            .find(|m| m.name() == "sched_cgroup_ids")
-            .ok_or_else(|| anyhow::anyhow!("no sched_cgroup_ids map"))?;
-        let counters = bpf
-            .object()
-            .maps()
-            .find(|m| m.name() == "sched_counters")
-            .ok_or_else(|| anyhow::anyhow!("no sched_counters map"))?;
-        provider = Some(cgroups::Provider::new(
+    // Registered last, once the sampler has started.
+    let provider = match target {
+        Some(_) => Some(cgroups::Provider::from_bpf(
             "scheduler",
-            cgroups::MapHandle::try_from(&ids)?,
-            bpf.banks("sched_cgroups")?,
-            SCHED_CG_FIELDS,
-            Some(cgroups::Generation {
-                map: cgroups::MapHandle::try_from(&counters)?,
-                index: SCHED_SLOT_GEN as u32,
+            &bpf,
+            &cgroups::ProviderMaps {
+                ids: "sched_cgroup_ids",
+                banks: "sched_cgroups",
+                fields: SCHED_CG_FIELDS,
+                counters: "sched_counters",
+                generation: SCHED_SLOT_GEN,
                 caches_misses: false,
-            }),
-        )?);
-    }
+            },
+        )?),
+        None => None,
+    };
     let s = Scheduler {
         banks: bpf.banks("sched_counters")?,
         histograms: bpf.histograms("sched_latency")?,

@@ -245,6 +245,50 @@ impl Provider {
     }
 }
 
+/// Where a BPF sampler keeps its per-cgroup state, by map name.
+pub struct ProviderMaps {
+    /// The `id -> slot` hash.
+    pub ids: &'static str,
+    /// The per-CPU banks of `fields` counters per slot.
+    pub banks: &'static str,
+    pub fields: usize,
+    /// The per-CPU counters array holding the slot generation at
+    /// `generation` in CPU 0's bank.
+    pub counters: &'static str,
+    pub generation: usize,
+    /// See `Generation::caches_misses`.
+    pub caches_misses: bool,
+}
+
+impl Provider {
+    /// The provider of a loaded BPF sampler.
+    pub fn from_bpf<S: libbpf_rs::skel::Skel<'static>>(
+        sampler: &'static str,
+        bpf: &crate::bpf::Bpf<S>,
+        m: &ProviderMaps,
+    ) -> anyhow::Result<Provider> {
+        let handle = |name: &str| -> anyhow::Result<MapHandle> {
+            let map = bpf
+                .object()
+                .maps()
+                .find(|map| map.name() == name)
+                .ok_or_else(|| anyhow::anyhow!("no {name} map"))?;
+            Ok(MapHandle::try_from(&map)?)
+        };
+        Provider::new(
+            sampler,
+            handle(m.ids)?,
+            bpf.banks(m.banks)?,
+            m.fields,
+            Some(Generation {
+                map: handle(m.counters)?,
+                index: m.generation as u32,
+                caches_misses: m.caches_misses,
+            }),
+        )
+    }
+}
+
 static PROVIDERS: Mutex<Vec<Arc<Provider>>> = Mutex::new(Vec::new());
 
 /// Called by a BPF sampler that loaded its programs with attribution on.

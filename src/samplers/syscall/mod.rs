@@ -224,31 +224,22 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
             },
             write_table,
         )?;
-    let mut provider = None;
-    if target.is_some() {
-        use libbpf_rs::MapCore as _;
-        let ids = bpf
-            .object()
-            .maps()
-            .find(|m| m.name() == "syscall_cgroup_ids")
-            .ok_or_else(|| anyhow::anyhow!("no syscall_cgroup_ids map"))?;
-        let counters = bpf
-            .object()
-            .maps()
-            .find(|m| m.name() == "syscall_counters")
-            .ok_or_else(|| anyhow::anyhow!("no syscall_counters map"))?;
-        provider = Some(cgroups::Provider::new(
+    // Registered last, once the sampler has started.
+    let provider = match target {
+        Some(_) => Some(cgroups::Provider::from_bpf(
             "syscall",
-            cgroups::MapHandle::try_from(&ids)?,
-            bpf.banks("syscall_cgroups")?,
-            SYSCALL_OPS,
-            Some(cgroups::Generation {
-                map: cgroups::MapHandle::try_from(&counters)?,
-                index: SYSCALL_SLOT_GEN as u32,
+            &bpf,
+            &cgroups::ProviderMaps {
+                ids: "syscall_cgroup_ids",
+                banks: "syscall_cgroups",
+                fields: SYSCALL_OPS,
+                counters: "syscall_counters",
+                generation: SYSCALL_SLOT_GEN,
                 caches_misses: true,
-            }),
-        )?);
-    }
+            },
+        )?),
+        None => None,
+    };
     let s = Syscall {
         banks: bpf.banks("syscall_counters")?,
         histograms: bpf.histograms("syscall_latency")?,
