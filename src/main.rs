@@ -211,7 +211,12 @@ fn agent(path: &Path, once: bool) -> ExitCode {
             if once {
                 agent::once(config)
             } else {
-                agent::run(path, config)
+                let file = path.to_path_buf();
+                agent::run(
+                    path,
+                    config,
+                    Box::new(move || AgentConfig::load(&file, &push::spool_path)),
+                )
             }
         },
     )

@@ -18,6 +18,16 @@ pub fn build(thread_name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Ignores SIGHUP until [`Events::watch`] handles it, so a reload sent
+/// while samplers load does not kill the process (SIGHUP's default).
+pub fn ignore_hangup() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no handler to
+    // be unsafe in; tokio installs its own handler over it later.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
 /// What a signal asks of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -26,6 +36,9 @@ pub enum Event {
     /// SIGUSR1: write out what is buffered (`sonde hindsight` dumps its
     /// window); other modes ignore it rather than die of it.
     Dump,
+    /// SIGHUP: re-read the config and apply it; a bad one is logged and
+    /// the running config stays.
+    Reload,
 }
 
 /// Process signals turned into [`Event`]s, delivered to every subscriber.
@@ -34,21 +47,23 @@ pub struct Events {
 }
 
 impl Events {
-    /// Starts watching SIGTERM, SIGINT and SIGUSR1; call inside the runtime.
+    /// Starts watching SIGTERM, SIGINT, SIGUSR1 and SIGHUP; call inside the
+    /// runtime. From here on SIGHUP no longer kills the process.
     pub fn watch() -> Events {
         use tokio::signal::unix::{signal, SignalKind};
         let (tx, _) = broadcast::channel(4);
         let sender = tx.clone();
         tokio::spawn(async move {
-            let (term, int, usr1) = (
+            let (term, int, usr1, hup) = (
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),
                 signal(SignalKind::user_defined1()),
+                signal(SignalKind::hangup()),
             );
-            let (mut term, mut int, mut usr1) = match (term, int, usr1) {
-                (Ok(t), Ok(i), Ok(u)) => (t, i, u),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                    tracing::error!(error = %e, "cannot watch SIGTERM/SIGINT/SIGUSR1");
+            let (mut term, mut int, mut usr1, mut hup) = match (term, int, usr1, hup) {
+                (Ok(t), Ok(i), Ok(u), Ok(h)) => (t, i, u, h),
+                (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM/SIGINT/SIGUSR1/SIGHUP");
                     return;
                 }
             };
@@ -58,6 +73,11 @@ impl Events {
                     _ = int.recv() => "SIGINT",
                     _ = usr1.recv() => {
                         let _ = sender.send(Event::Dump);
+                        continue;
+                    }
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the config");
+                        let _ = sender.send(Event::Reload);
                         continue;
                     }
                 };
@@ -84,6 +104,68 @@ impl Events {
             }
         }
     }
+}
+
+crate::family! {
+    static RELOADS: Counter {
+        name: "sonde_config_reloads",
+        unit: Count,
+        labels: ["result"],
+        sampler: "sonde",
+        source: "runtime",
+        help: "Config reloads (SIGHUP): success, or failure (the new config was invalid or could not be applied; the running config stays).",
+    }
+}
+crate::family! {
+    static LAST_RELOAD: Gauge {
+        name: "sonde_config_last_reload_success_timestamp",
+        unit: Seconds,
+        labels: [],
+        sampler: "sonde",
+        source: "runtime",
+        help: "When the config was last loaded successfully (at start or by a reload), in seconds since the epoch.",
+    }
+}
+
+/// Runs `reload` on every SIGHUP, one at a time, counting the outcomes in
+/// `sonde_config_reloads_total` and logging a failure with its (located)
+/// errors; the process never exits because of a reload.
+pub fn on_reload<F, Fut>(events: &Events, mut reload: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let success = RELOADS.series(&["success"]);
+    let failure = RELOADS.series(&["failure"]);
+    let last = LAST_RELOAD.single();
+    last.set_gauge(unix_seconds());
+    let mut rx = events.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(Event::Reload) => {}
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+            match reload().await {
+                Ok(()) => {
+                    success.add(1);
+                    last.set_gauge(unix_seconds());
+                    tracing::info!("config reloaded");
+                }
+                Err(e) => {
+                    failure.add(1);
+                    tracing::error!("config reload failed, the running config stays:\n{e:#}");
+                }
+            }
+        }
+    });
+}
+
+fn unix_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Time to the next multiple of `interval` since the epoch, so pulls of

@@ -1,7 +1,8 @@
 //! Starts the samplers and turns scrapes into refreshes: one refresh per TTL
 //! however many scrapers arrive, rendered bodies cached per refresh.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -77,6 +78,8 @@ pub enum Status {
 /// One sampler as the agent runs it.
 pub struct Instance {
     pub name: &'static str,
+    /// What it was started with, so a reload knows what changed.
+    settings: InstanceSettings,
     status: Status,
     /// Why it is disabled or failed, or the last refresh error.
     reason: Mutex<Option<String>>,
@@ -105,26 +108,43 @@ pub struct SamplerReport {
     pub refresh_ns: u64,
 }
 
+/// A sampler's part of the config.
+#[derive(Clone, Debug, PartialEq)]
+struct InstanceSettings {
+    enabled: bool,
+    options: toml::Value,
+    cgroup_attribution: bool,
+}
+
+impl InstanceSettings {
+    fn of(name: &str, config: &AgentConfig) -> Self {
+        InstanceSettings {
+            enabled: config.enabled(name),
+            options: config.options(name),
+            cgroup_attribution: config.enabled("cgroup")
+                && config
+                    .options("cgroup")
+                    .get("attribution")
+                    .and_then(toml::Value::as_bool)
+                    .unwrap_or(true),
+        }
+    }
+}
+
 impl Instance {
-    fn start(spec: &SamplerSpec, config: &AgentConfig) -> Self {
+    fn start(spec: &SamplerSpec, settings: InstanceSettings) -> Self {
         let name = spec.name;
-        let (status, reason, sampler) = if !config.enabled(name) {
+        let (status, reason, sampler) = if !settings.enabled {
             (
                 Status::Disabled,
                 Some("disabled in config".to_string()),
                 None,
             )
         } else {
-            let options = config.options(name);
             let ctx = SamplerContext {
                 name,
-                options: &options,
-                cgroup_attribution: config.enabled("cgroup")
-                    && config
-                        .options("cgroup")
-                        .get("attribution")
-                        .and_then(toml::Value::as_bool)
-                        .unwrap_or(true),
+                options: &settings.options,
+                cgroup_attribution: settings.cgroup_attribution,
             };
             // A sampler that panics while starting must not take the agent down.
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (spec.init)(&ctx))) {
@@ -144,6 +164,7 @@ impl Instance {
         let detail = sampler.as_ref().and_then(|s| s.detail());
         let inst = Instance {
             name,
+            settings,
             status,
             reason: Mutex::new(reason),
             sampler: Mutex::new(sampler),
@@ -194,6 +215,48 @@ impl Instance {
                 self.errors.add(1);
                 self.up.set_gauge(0);
             }
+        }
+    }
+
+    /// A sampler being restarted by a reload: in the list, not running.
+    fn stopped(name: &'static str) -> Self {
+        Instance {
+            name,
+            settings: InstanceSettings {
+                enabled: false,
+                options: toml::Value::Table(Default::default()),
+                cgroup_attribution: false,
+            },
+            status: Status::Disabled,
+            reason: Mutex::new(Some("restarting".into())),
+            sampler: Mutex::new(None),
+            programs: Vec::new(),
+            map_bytes: 0,
+            detail: None,
+            up: SAMPLER_UP.series(&[name]),
+            refresh_ns: SAMPLER_REFRESH.series(&[name]),
+            errors: SAMPLER_ERRORS.series(&[name]),
+        }
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// One startup line: active, disabled or failed, and why.
+    fn log(&self) {
+        let reason = self.reason();
+        let reason = reason.as_deref().unwrap_or("");
+        match self.status {
+            Status::Active => match &self.detail {
+                Some(d) => tracing::info!("sampler {}: active ({d})", self.name),
+                None => tracing::info!("sampler {}: active", self.name),
+            },
+            Status::Disabled => tracing::info!("sampler {}: disabled ({reason})", self.name),
+            Status::Failed => tracing::warn!("sampler {}: FAILED: {reason}", self.name),
         }
     }
 
@@ -254,8 +317,10 @@ struct State {
 }
 
 pub struct Collector {
-    pub instances: Vec<Arc<Instance>>,
-    ttl: Duration,
+    /// In name order; replaced one by one by a reload.
+    instances: RwLock<Vec<Arc<Instance>>>,
+    /// The snapshot TTL in nanoseconds (a reload may change it).
+    ttl: AtomicU64,
     state: tokio::sync::Mutex<State>,
     refreshes: Arc<Series>,
     _build_info: Arc<Series>,
@@ -269,25 +334,21 @@ impl Collector {
         specs.sort_by_key(|s| s.name);
         let instances: Vec<Arc<Instance>> = specs
             .into_iter()
-            .map(|spec| Arc::new(Instance::start(spec, config)))
+            .map(|spec| {
+                Arc::new(Instance::start(
+                    spec,
+                    InstanceSettings::of(spec.name, config),
+                ))
+            })
             .collect();
         for i in &instances {
-            let reason = i.reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let reason = reason.as_deref().unwrap_or("");
-            match i.status {
-                Status::Active => match &i.detail {
-                    Some(d) => tracing::info!("sampler {}: active ({d})", i.name),
-                    None => tracing::info!("sampler {}: active", i.name),
-                },
-                Status::Disabled => tracing::info!("sampler {}: disabled ({reason})", i.name),
-                Status::Failed => tracing::warn!("sampler {}: FAILED: {reason}", i.name),
-            }
+            i.log();
         }
         let build_info = BUILD_INFO.series(&[env!("CARGO_PKG_VERSION")]);
         build_info.set_gauge(1);
         Collector {
-            instances,
-            ttl: config.general.ttl.0,
+            instances: RwLock::new(instances),
+            ttl: AtomicU64::new(config.general.ttl.0.as_nanos() as u64),
             state: tokio::sync::Mutex::new(State {
                 refreshed: None,
                 stamp: Stamp {
@@ -314,17 +375,87 @@ impl Collector {
     /// of agent CPU per scrape fanned out on the blocking pool vs 0.48 ms in
     /// one blocking task, on this 2-core VM.
     pub fn refresh(&self) {
-        for i in self.instances.iter().filter(|i| i.status == Status::Active) {
+        for i in self
+            .instances()
+            .iter()
+            .filter(|i| i.status == Status::Active)
+        {
             i.refresh();
         }
         self.refreshes.add(1);
+    }
+
+    fn instances(&self) -> Vec<Arc<Instance>> {
+        self.instances
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies a reloaded config: samplers turned on start, turned off
+    /// stop (their series go with them), samplers whose options changed
+    /// restart, the others keep running untouched (their counters go on).
+    /// The TTL and histogram buckets apply from the next scrape. Returns
+    /// the samplers that were asked to start and could not.
+    pub async fn reload(&self, config: &AgentConfig) -> Vec<String> {
+        // Holding the scrape lock: no refresh runs while samplers change.
+        let mut st = self.state.lock().await;
+        let mut failed = Vec::new();
+        let mut changed = Vec::new();
+        let current: Vec<_> = self
+            .instances()
+            .iter()
+            .map(|i| (i.name, i.settings.clone()))
+            .collect();
+        for (name, settings) in current {
+            let new = InstanceSettings::of(name, config);
+            if new == settings {
+                continue;
+            }
+            let Some(spec) = SamplerSpec::find(name) else {
+                continue;
+            };
+            // Stop first (the list held the last reference): a restarted
+            // BPF sampler must not attach twice, and its series must not
+            // carry the old values.
+            let mut list = self.instances.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = list.iter_mut().find(|i| i.name == name) {
+                *slot = Arc::new(Instance::stopped(name));
+            }
+            drop(list);
+            let started = tokio::task::block_in_place(|| Instance::start(spec, new));
+            started.log();
+            if started.status == Status::Failed {
+                failed.push(format!(
+                    "{}: {}",
+                    started.name,
+                    started.reason().unwrap_or_default()
+                ));
+            }
+            changed.push(started.name);
+            let mut list = self.instances.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = list.iter_mut().find(|i| i.name == name) {
+                *slot = Arc::new(started);
+            }
+        }
+        if !changed.is_empty() {
+            tracing::info!("samplers restarted or toggled: {}", changed.join(", "));
+        }
+        self.ttl
+            .store(config.general.ttl.0.as_nanos() as u64, Ordering::Relaxed);
+        st.renderer = Renderer::new(config.prometheus.bucket_sets());
+        // The next scrape refreshes, so removed series are gone from it.
+        st.refreshed = None;
+        st.cache = Cache::default();
+        failed
     }
 
     /// The body for a scrape: refreshed when older than the TTL (the first
     /// scraper refreshes, concurrent ones wait for it and share the result).
     pub async fn body(&self, body: Body) -> Bytes {
         let mut st = self.state.lock().await;
-        if st.refreshed.is_none_or(|t| t.elapsed() >= self.ttl) {
+        let ttl = Duration::from_nanos(self.ttl.load(Ordering::Relaxed));
+        if st.refreshed.is_none_or(|t| t.elapsed() >= ttl) {
             let systemtime = SystemTime::now();
             let start = Instant::now();
             self.refresh();
@@ -354,7 +485,7 @@ impl Collector {
     }
 
     pub fn reports(&self) -> Vec<SamplerReport> {
-        self.instances.iter().map(|i| i.report()).collect()
+        self.instances().iter().map(|i| i.report()).collect()
     }
 }
 

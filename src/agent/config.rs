@@ -185,6 +185,7 @@ impl AgentConfig {
             ],
         );
         let listen = listen_section(&mut c, &mut table, DEFAULT_LISTEN);
+        crate::serve::check_listen(&mut c, &listen);
         let general = section::<General>(&mut c, &mut table, "general");
         let prometheus = section::<Prometheus>(&mut c, &mut table, "prometheus");
         for (key, ok) in [

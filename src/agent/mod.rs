@@ -15,8 +15,14 @@ use crate::runtime::{self, Events};
 use collector::Collector;
 use config::AgentConfig;
 
+/// Re-reads the agent's config file (main supplies it: it knows how to
+/// resolve the pusher's spool, which this mode may not import).
+pub type Loader = Box<dyn Fn() -> Result<AgentConfig, crate::config::ConfigError> + Send + Sync>;
+
 /// Runs the agent until SIGTERM or SIGINT, then drains in-flight requests.
-pub fn run(path: &Path, config: AgentConfig) -> anyhow::Result<()> {
+/// SIGHUP reloads the config with `load`.
+pub fn run(path: &Path, config: AgentConfig, load: Loader) -> anyhow::Result<()> {
+    runtime::ignore_hangup();
     let collector = Arc::new(Collector::start(&config));
     let pusher = match &config.push_user {
         Some(user) => Some(supervisor::Supervisor::start(&config.push, user)?),
@@ -24,13 +30,61 @@ pub fn run(path: &Path, config: AgentConfig) -> anyhow::Result<()> {
     };
     let result = runtime::build("sonde")?.block_on(async move {
         let events = Events::watch();
-        let listener = crate::serve::bind(&config.listen, path).await?;
-        crate::serve::run(listener, server::router(collector), events.shutdown()).await
+        let (server, handle) = crate::serve::start(&config.listen, path).await?;
+        let c = Arc::clone(&collector);
+        let running = Arc::new(std::sync::Mutex::new(config));
+        let load = Arc::new(load);
+        runtime::on_reload(&events, move || {
+            let (c, handle, load, running) = (
+                Arc::clone(&c),
+                handle.clone(),
+                Arc::clone(&load),
+                Arc::clone(&running),
+            );
+            async move { reload(&c, &handle, &load, &running).await }
+        });
+        crate::serve::run(server, server::router(collector), events.shutdown()).await
     });
     if let Some(p) = pusher {
         p.stop();
     }
     result
+}
+
+/// Applies the config file as it is now: `[listen]` first (a new address
+/// or unusable TLS files refuse the whole reload), then the samplers, the
+/// TTL and the buckets. `[push]`, `[privileges]` and `[log]` are read at
+/// start only.
+async fn reload(
+    collector: &Collector,
+    handle: &crate::serve::Handle,
+    load: &Loader,
+    running: &std::sync::Mutex<AgentConfig>,
+) -> anyhow::Result<()> {
+    let new = tokio::task::block_in_place(load)?;
+    handle.apply(&new.listen).await?;
+    let failed = collector.reload(&new).await;
+    let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
+    for (section, changed) in [
+        (
+            "[push]",
+            format!("{:?}", running.push) != format!("{:?}", new.push),
+        ),
+        ("[log]", running.log.level != new.log.level),
+    ] {
+        if changed {
+            tracing::warn!("{section} changed: it takes effect when the agent restarts");
+        }
+    }
+    *running = new;
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "applied, except samplers that could not start:\n{}",
+            failed.join("\n")
+        )
+    }
 }
 
 /// Refreshes every sampler once and prints Prometheus text to stdout.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-pub use values::{ByteSize, HttpUrl, HumanDuration, Listen, ListenAddr, LogConfig, LogLevel};
+pub use values::{ByteSize, Cidr, HttpUrl, HumanDuration, Listen, ListenAddr, LogConfig, LogLevel};
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq)]
@@ -313,17 +313,78 @@ pub fn section<T: DeserializeOwned + Default>(
 }
 
 /// Takes the `[listen]` section out of `table`: every mode's listen keys,
-/// with `address` defaulting to the mode's `default`.
+/// with `address` defaulting to the mode's `default`. What the named files
+/// hold is checked by `serve::check_listen`.
 pub fn listen_section(c: &mut Checker<'_>, table: &mut toml::Table, default: &str) -> Listen {
     #[derive(Default, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Keys {
         address: Option<ListenAddr>,
+        tls_cert_file: Option<PathBuf>,
+        tls_key_file: Option<PathBuf>,
+        tls_client_ca_file: Option<PathBuf>,
+        #[serde(default)]
+        basic_auth_users: std::collections::BTreeMap<String, String>,
+        bearer_token_file: Option<PathBuf>,
+        #[serde(default)]
+        allow: Vec<Cidr>,
+        web_config_file: Option<PathBuf>,
+        header_timeout: Option<HumanDuration>,
+        idle_timeout: Option<HumanDuration>,
+        max_connections: Option<usize>,
     }
     let keys: Keys = section(c, table, "listen");
     let mut listen = Listen::on(default);
     if let Some(a) = keys.address {
         listen.address = a;
+    }
+    let key = |k: &str| [Segment::Key("listen".into()), Segment::Key(k.into())];
+    if keys.tls_cert_file.is_some() != keys.tls_key_file.is_some() {
+        let missing = if keys.tls_cert_file.is_some() {
+            "tls_key_file"
+        } else {
+            "tls_cert_file"
+        };
+        c.problem(
+            &key(missing),
+            "tls_cert_file and tls_key_file go together: set both for https, or neither",
+        );
+    }
+    if keys.tls_client_ca_file.is_some() && keys.tls_cert_file.is_none() {
+        c.problem(
+            &key("tls_client_ca_file"),
+            "client certificates need https: set tls_cert_file and tls_key_file too",
+        );
+    }
+    let inline = keys.tls_cert_file.is_some() || !keys.basic_auth_users.is_empty();
+    if keys.web_config_file.is_some() && inline {
+        c.problem(
+            &key("web_config_file"),
+            "use either web_config_file or the inline tls_*/basic_auth_users keys, not both",
+        );
+    }
+    if let Some(n) = keys.max_connections {
+        if n == 0 || n > 65536 {
+            c.problem(
+                &key("max_connections"),
+                format!("{n} is out of range: 1 to 65536"),
+            );
+        } else {
+            listen.max_connections = n;
+        }
+    }
+    listen.tls_cert_file = keys.tls_cert_file;
+    listen.tls_key_file = keys.tls_key_file;
+    listen.tls_client_ca_file = keys.tls_client_ca_file;
+    listen.basic_auth_users = keys.basic_auth_users;
+    listen.bearer_token_file = keys.bearer_token_file;
+    listen.allow = keys.allow;
+    listen.web_config_file = keys.web_config_file;
+    if let Some(t) = keys.header_timeout {
+        listen.header_timeout = t.0;
+    }
+    if let Some(t) = keys.idle_timeout {
+        listen.idle_timeout = t.0;
     }
     listen
 }

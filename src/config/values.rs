@@ -1,7 +1,9 @@
 //! The value types configs are written in: durations, sizes, addresses,
 //! URLs, log levels, and the `[listen]` section every mode shares.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -126,13 +128,36 @@ pub struct LogConfig {
     pub level: LogLevel,
 }
 
-/// `[listen]`: where a mode serves its HTTP endpoints. The same section,
-/// spelled the same, in the agent's, the exporter's and the pusher's config
-/// (read by `config::listen_section`).
-#[derive(Clone, Debug)]
+/// `[listen]`: where and how a mode serves its HTTP endpoints. The same
+/// section, spelled the same, in every mode's config (read by
+/// `config::listen_section`); the files it names are read and checked by
+/// `serve::check_listen`.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Listen {
     /// `host:port`; loopback by default in every mode.
     pub address: ListenAddr,
+    /// PEM certificate chain and key: both set = https only.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Clients must present a certificate signed by this CA (mutual TLS).
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// `name = "<bcrypt hash>"`, as `htpasswd -nBC 10 name` writes.
+    pub basic_auth_users: BTreeMap<String, String>,
+    /// A file holding the token `Authorization: Bearer` must carry.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Client networks allowed; empty = every address.
+    pub allow: Vec<Cidr>,
+    /// exporter-toolkit's web configuration YAML (TLS, basic auth, headers),
+    /// instead of the keys above.
+    pub web_config_file: Option<PathBuf>,
+    /// A client must send a whole request header within this (and finish
+    /// the TLS handshake within it), from connect or from its first byte.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Concurrent connections; at the cap the oldest connection that has
+    /// not completed a request is closed to make room.
+    pub max_connections: usize,
 }
 
 impl Listen {
@@ -140,7 +165,84 @@ impl Listen {
     pub fn on(default: &str) -> Listen {
         Listen {
             address: ListenAddr(default.parse().expect("a valid default address")),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            basic_auth_users: BTreeMap::new(),
+            bearer_token_file: None,
+            allow: Vec::new(),
+            web_config_file: None,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 256,
         }
+    }
+
+    /// The files whose contents the server uses (re-read when they change).
+    pub fn files(&self) -> Vec<PathBuf> {
+        [
+            &self.tls_cert_file,
+            &self.tls_key_file,
+            &self.tls_client_ca_file,
+            &self.bearer_token_file,
+            &self.web_config_file,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+    }
+}
+
+/// A client network, `10.0.0.0/8` or `::1/128` (a bare address is /32 or
+/// /128). IPv4-mapped IPv6 clients match IPv4 networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|&p| p <= max)?,
+            None => max,
+        };
+        Some(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (net, ip, bits) = match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let host_bits = bits - self.prefix as u32;
+        if host_bits >= 128 {
+            return true;
+        }
+        (net >> host_bits) == (ip >> host_bits)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Cidr::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid network `{s}`; write e.g. \"10.0.0.0/8\", \"127.0.0.1\" or \"::1/128\""
+            ))
+        })
     }
 }
 
@@ -155,5 +257,21 @@ mod tests {
         assert_eq!(ByteSize::parse("1GB"), Some(1_000_000_000));
         assert_eq!(ByteSize::parse("12 parsecs"), None);
         assert_eq!(ByteSize::parse("99999999999TiB"), None);
+    }
+
+    #[test]
+    fn networks_match() {
+        let c = |s: &str| Cidr::parse(s).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(c("127.0.0.0/8").contains(ip("127.0.0.2")));
+        assert!(!c("127.0.0.1/32").contains(ip("127.0.0.2")));
+        assert!(c("127.0.0.1").contains(ip("::ffff:127.0.0.1")));
+        assert!(c("::1/128").contains(ip("::1")));
+        assert!(!c("::1/128").contains(ip("127.0.0.1")));
+        assert!(c("0.0.0.0/0").contains(ip("8.8.8.8")));
+        assert!(c("::/0").contains(ip("2001:db8::1")));
+        assert!(c("2001:db8::/32").contains(ip("2001:db8:ffff::1")));
+        assert_eq!(Cidr::parse("10.0.0.0/33"), None);
+        assert_eq!(Cidr::parse("ten/8"), None);
     }
 }

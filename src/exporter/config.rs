@@ -71,6 +71,7 @@ impl ExporterConfig {
             &["listen", "general", "log", "sources", "prometheus"],
         );
         let listen = listen_section(&mut c, &mut table, DEFAULT_LISTEN);
+        crate::serve::check_listen(&mut c, &listen);
         let general = section::<General>(&mut c, &mut table, "general");
         let log = section::<LogConfig>(&mut c, &mut table, "log");
         let prometheus = section::<Prometheus>(&mut c, &mut table, "prometheus");

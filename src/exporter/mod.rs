@@ -19,6 +19,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 
+use crate::config::Source;
 use crate::prometheus::text::TEXT_CONTENT_TYPE;
 use crate::prometheus::{Format, Renderer};
 use crate::runtime::{self, Events, Ticker};
@@ -39,12 +40,68 @@ struct Shared {
 }
 
 pub fn run(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {
+    runtime::ignore_hangup();
     runtime::build("sonde-exporter")?.block_on(serve_config(path, config))
 }
 
 async fn serve_config(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {
     let events = Events::watch();
-    let listener = serve::bind(&config.listen, path).await?;
+    let (server, handle) = serve::start(&config.listen, path).await?;
+    let shared = Arc::new(Shared {
+        body: Mutex::new(Arc::new(Body::default())),
+    });
+    let pulling = Arc::new(Mutex::new(start_pulling(&config, &shared).await));
+    let running = Arc::new(Mutex::new(config));
+    {
+        let (pulling, shared, path) = (
+            Arc::clone(&pulling),
+            Arc::clone(&shared),
+            path.to_path_buf(),
+        );
+        runtime::on_reload(&events, move || {
+            let (pulling, shared, handle, running, path) = (
+                Arc::clone(&pulling),
+                Arc::clone(&shared),
+                handle.clone(),
+                Arc::clone(&running),
+                path.clone(),
+            );
+            async move {
+                let new = Source::read(&path).and_then(|s| ExporterConfig::from_source(&s))?;
+                handle.apply(&new.listen).await?;
+                let work = |c: &ExporterConfig| {
+                    format!("{:?} {:?} {:?}", c.sources, c.general, c.prometheus)
+                };
+                let old = work(&running.lock().unwrap_or_else(|e| e.into_inner()));
+                if old != work(&new) {
+                    // Sources, interval or percentiles changed: pull anew
+                    // (the served body stays until the new first pull).
+                    let task = start_pulling(&new, &shared).await;
+                    let old = std::mem::replace(
+                        &mut *pulling.lock().unwrap_or_else(|e| e.into_inner()),
+                        task,
+                    );
+                    old.abort();
+                    tracing::info!("relaying with the new [general], [prometheus] and [[sources]]");
+                }
+                *running.lock().unwrap_or_else(|e| e.into_inner()) = new;
+                Ok(())
+            }
+        });
+    }
+    let app = serve::with_base_routes(Router::new().route("/metrics", get(metrics)), "/metrics")
+        .with_state(shared);
+    let result = serve::run(server, app, events.shutdown()).await;
+    pulling.lock().unwrap_or_else(|e| e.into_inner()).abort();
+    result
+}
+
+/// Pulls every source once (so no scrape ever sees an empty body), then
+/// every interval on a task of its own.
+async fn start_pulling(
+    config: &ExporterConfig,
+    shared: &Arc<Shared>,
+) -> tokio::task::JoinHandle<()> {
     let several = config.sources.len() > 1;
     let sources: Vec<SourceState> = config
         .sources
@@ -58,9 +115,6 @@ async fn serve_config(path: &Path, config: ExporterConfig) -> anyhow::Result<()>
         config.prometheus.percentiles.clone(),
         config.prometheus.histograms,
     );
-    let shared = Arc::new(Shared {
-        body: Mutex::new(Arc::new(Body::default())),
-    });
     let mut puller = Puller {
         client: fetch::client(),
         sources,
@@ -71,18 +125,11 @@ async fn serve_config(path: &Path, config: ExporterConfig) -> anyhow::Result<()>
         own: String::new(),
         renderer: Renderer::default(),
         gzip: Gzip::default(),
-        shared: Arc::clone(&shared),
+        shared: Arc::clone(shared),
     };
-    // The first pull completes before the first scrape is answered, so no
-    // scrape ever sees an empty body.
     puller.pull_all().await;
     puller.publish();
-    let pulling = tokio::spawn(puller.run());
-    let app = serve::with_base_routes(Router::new().route("/metrics", get(metrics)), "/metrics")
-        .with_state(shared);
-    let result = serve::run(listener, app, events.shutdown()).await;
-    pulling.abort();
-    result
+    tokio::spawn(puller.run())
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {

@@ -86,6 +86,7 @@ impl HindsightConfig {
         let buffer = section::<Buffer>(&mut c, &mut table, "buffer");
         let dump = section::<Dump>(&mut c, &mut table, "dump");
         let listen = listen_section(&mut c, &mut table, DEFAULT_LISTEN);
+        crate::serve::check_listen(&mut c, &listen);
         let log = section::<LogConfig>(&mut c, &mut table, "log");
         let at = |s: &str, k: &str| [Segment::Key(s.into()), Segment::Key(k.into())];
         if src.interval.0 < Duration::from_millis(100) {

@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 
+use crate::config::Source;
 use crate::prometheus::text::TEXT_CONTENT_TYPE;
 use crate::prometheus::{Format, Renderer};
 use crate::record::{self, parquet, SpoolSnapshots};
@@ -97,6 +98,7 @@ struct Shared {
 }
 
 pub fn run(path: &Path, config: HindsightConfig) -> anyhow::Result<()> {
+    runtime::ignore_hangup();
     runtime::build("sonde-hindsight")?.block_on(serve_config(path, config))
 }
 
@@ -128,7 +130,19 @@ async fn serve_config(path: &Path, config: HindsightConfig) -> anyhow::Result<()
         spool.entries().count(),
         spool.bytes()
     );
-    let listener = serve::bind(&config.listen, path).await?;
+    let (server, handle) = serve::start(&config.listen, path).await?;
+    {
+        let path = path.to_path_buf();
+        runtime::on_reload(&events, move || {
+            let (handle, path) = (handle.clone(), path.clone());
+            async move {
+                let new = Source::read(&path).and_then(|s| HindsightConfig::from_source(&s))?;
+                handle.apply(&new.listen).await?;
+                tracing::info!("[listen] applied; the other sections take effect at restart");
+                Ok(())
+            }
+        });
+    }
     let shared = Arc::new(Shared {
         spool: Mutex::new(spool),
         dumping: tokio::sync::Mutex::new(()),
@@ -177,7 +191,7 @@ async fn serve_config(path: &Path, config: HindsightConfig) -> anyhow::Result<()
             .route("/dump", post(dump_route).with_state(Arc::clone(&shared))),
         "/metrics, POST /dump[?last=5m]",
     );
-    let result = serve::run(listener, app, events.shutdown()).await;
+    let result = serve::run(server, app, events.shutdown()).await;
     recorder.abort();
     on_signal.abort();
     result

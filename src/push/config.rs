@@ -96,6 +96,7 @@ impl PushConfig {
         let src = section::<SourceConfig>(&mut c, &mut table, "source");
         let spool = section::<Spool>(&mut c, &mut table, "spool");
         let listen = listen_section(&mut c, &mut table, DEFAULT_LISTEN);
+        crate::serve::check_listen(&mut c, &listen);
         let log = section::<LogConfig>(&mut c, &mut table, "log");
         let sinks: Vec<Sink> = match table.remove("sinks") {
             Some(v) => c

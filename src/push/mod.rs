@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 
+use crate::config::Source;
 use crate::prometheus::text::TEXT_CONTENT_TYPE;
 use crate::prometheus::{Format, Renderer};
 use crate::registry::Series;
@@ -94,11 +95,86 @@ pub fn spool_path(path: &Path) -> Result<PathBuf, String> {
 }
 
 pub fn run(path: &Path, config: PushConfig) -> anyhow::Result<()> {
+    runtime::ignore_hangup();
     runtime::build("sonde-push")?.block_on(serve_config(path, config))
+}
+
+/// The spool, the sinks and the puller of one config, running.
+struct Work {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Work {
+    /// Stops every task and waits for them, so the spool is closed.
+    async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
 }
 
 async fn serve_config(path: &Path, config: PushConfig) -> anyhow::Result<()> {
     let events = Events::watch();
+    let (server, handle) = serve::start(&config.listen, path).await?;
+    let work = start_work(path, &config)?;
+    let work = Arc::new(tokio::sync::Mutex::new(Some(work)));
+    let running = Arc::new(Mutex::new(config));
+    {
+        let (work, path) = (Arc::clone(&work), path.to_path_buf());
+        runtime::on_reload(&events, move || {
+            let (work, handle, running, path) = (
+                Arc::clone(&work),
+                handle.clone(),
+                Arc::clone(&running),
+                path.clone(),
+            );
+            async move {
+                let new = Source::read(&path).and_then(|s| PushConfig::from_source(&s))?;
+                handle.apply(&new.listen).await?;
+                let key = |c: &PushConfig| format!("{:?} {:?} {:?}", c.source, c.spool, c.sinks);
+                let old_key = key(&running.lock().unwrap_or_else(|e| e.into_inner()));
+                if old_key != key(&new) {
+                    // Stop, then start on the new config; the spool and the
+                    // cursors are on disk, so nothing spooled is lost.
+                    let mut guard = work.lock().await;
+                    if let Some(w) = guard.take() {
+                        w.stop().await;
+                    }
+                    match start_work(&path, &new) {
+                        Ok(w) => *guard = Some(w),
+                        Err(e) => {
+                            let old = running.lock().unwrap_or_else(|e| e.into_inner());
+                            *guard = start_work(&path, &old).ok();
+                            return Err(e.context("the new [source], [spool] or [[sinks]] cannot start; the running ones go on"));
+                        }
+                    }
+                    tracing::info!("pushing with the new [source], [spool] and [[sinks]]");
+                }
+                *running.lock().unwrap_or_else(|e| e.into_inner()) = new;
+                Ok(())
+            }
+        });
+    }
+    let renderer = Arc::new(Renderer::default());
+    let metrics = get(move || async move {
+        let mut out = String::new();
+        renderer.render(Format::Text, &mut out);
+        bytes_response(TEXT_CONTENT_TYPE, Bytes::from(out))
+    });
+    let app = serve::with_base_routes(Router::new().route("/metrics", metrics), "/metrics");
+    let result = serve::run(server, app, events.shutdown()).await;
+    if let Some(w) = work.lock().await.take() {
+        w.stop().await;
+    }
+    tracing::info!("undelivered snapshots stay in the spool");
+    result
+}
+
+/// Opens the spool, starts a task per sink and the puller.
+fn start_work(path: &Path, config: &PushConfig) -> anyhow::Result<Work> {
     let spool_dir = &config.spool.path;
     let spool = Spool::open(
         spool_dir,
@@ -131,7 +207,6 @@ async fn serve_config(path: &Path, config: PushConfig) -> anyhow::Result<()> {
             Sink::new(s, cursor_path, start)
         })
         .collect();
-    let listener = serve::bind(&config.listen, path).await?;
     let shared = Arc::new(Shared {
         spool: Mutex::new(spool),
         notify: tokio::sync::Notify::new(),
@@ -167,19 +242,7 @@ async fn serve_config(path: &Path, config: PushConfig) -> anyhow::Result<()> {
         config.source.url.0,
         config.source.interval.0
     );
-    let renderer = Arc::new(Renderer::default());
-    let metrics = get(move || async move {
-        let mut out = String::new();
-        renderer.render(Format::Text, &mut out);
-        bytes_response(TEXT_CONTENT_TYPE, Bytes::from(out))
-    });
-    let app = serve::with_base_routes(Router::new().route("/metrics", metrics), "/metrics");
-    let result = serve::run(listener, app, events.shutdown()).await;
-    for t in tasks {
-        t.abort();
-    }
-    tracing::info!("undelivered snapshots stay in the spool");
-    result
+    Ok(Work { tasks })
 }
 
 struct SinkHandle {

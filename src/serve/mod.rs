@@ -1,23 +1,36 @@
 //! The HTTP layer every mode serves through: bind with an error that names
-//! the config key, the base routes (`/healthz`, 404 naming the paths that
+//! the config key, TLS/auth/allowlist and connection limits (`server`,
+//! `security`), the base routes (`/healthz`, 404 naming the paths that
 //! exist, 405 from the router), gzip and `Accept-Encoding` negotiation,
 //! graceful shutdown.
 
 mod gzip;
+mod security;
+mod server;
 
-use std::future::Future;
 use std::path::Path;
 
-use anyhow::Context as _;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 
-use crate::config::Listen;
+use crate::config::{Checker, Listen, Segment};
 
 pub use gzip::Gzip;
+pub use server::{run, start, Handle, Server};
+
+/// Records the problems with the files `[listen]` names (certificates,
+/// keys, token, web config, bcrypt hashes) as located config problems.
+pub fn check_listen(c: &mut Checker<'_>, listen: &Listen) {
+    for (key, message) in server::check(listen) {
+        c.problem(
+            &[Segment::Key("listen".into()), Segment::Key(key.into())],
+            message,
+        );
+    }
+}
 
 /// Binds the `[listen]` address of `config`; the error names the key and
 /// says why in words (address in use, permission denied, …).
@@ -57,23 +70,6 @@ pub fn with_base_routes<S: Clone + Send + Sync + 'static>(
                 format!("not found: try {paths} or /healthz\n"),
             )
         })
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then stops
-/// accepting and lets in-flight responses finish.
-pub async fn run(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let local = listener.local_addr()?;
-    tracing::info!("listening on http://{local}/metrics");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server failed")?;
-    tracing::info!("shut down");
-    Ok(())
 }
 
 /// Whether the client accepts a gzip body (`gzip;q=0` refuses it).

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod prometheus;
+pub mod tls;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sonde");
 
@@ -66,8 +67,15 @@ impl Agent {
 
     /// Runs `sonde ARGS` (any mode) and waits for "listening on".
     pub fn spawn(args: &[&str], dir: tempfile::TempDir, tag: &'static str) -> Agent {
-        let mut child = Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        Agent::spawn_command(cmd, dir, tag)
+    }
+
+    /// Runs `cmd` (which execs sonde, e.g. through `prlimit`) and waits
+    /// for "listening on".
+    pub fn spawn_command(mut cmd: Command, dir: tempfile::TempDir, tag: &'static str) -> Agent {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -88,7 +96,11 @@ impl Agent {
             let left = deadline.saturating_duration_since(Instant::now());
             match log.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+                    let rest = line
+                        .split("listening on http://127.0.0.1:")
+                        .nth(1)
+                        .or_else(|| line.split("listening on https://127.0.0.1:").nth(1));
+                    if let Some(rest) = rest {
                         let port = rest.split('/').next().unwrap().parse().unwrap();
                         return Agent {
                             child,

@@ -30,6 +30,12 @@ impl Prometheus {
         Prometheus::start(&scrape, None, free_port(), &[])
     }
 
+    /// Scrapes with `scrape` as the config's `scrape_configs:` part (every
+    /// second, like [`Prometheus::scraping`]).
+    pub fn scraping_with(scrape: &str) -> Prometheus {
+        Prometheus::start(scrape, None, free_port(), &[])
+    }
+
     /// Receives remote writes at `/api/v1/write`, storing in `data` (pass
     /// the same dir and port to restart it on the same storage).
     pub fn receiver(data: Option<&Path>, port: u16) -> Prometheus {

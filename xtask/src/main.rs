@@ -25,8 +25,16 @@ const BUILD_PACKAGES: &[&str] = &[
     "clang-format",
 ];
 /// Debian packages the tests need besides: a real Prometheus and promtool;
-/// a real dockerd and a static busybox to run in it (tests/docker.rs).
-const TEST_PACKAGES: &[&str] = &["prometheus", "docker.io", "busybox-static"];
+/// a real dockerd and a static busybox to run in it (tests/docker.rs);
+/// openssl, curl and htpasswd for TLS and auth (tests/security.rs).
+const TEST_PACKAGES: &[&str] = &[
+    "prometheus",
+    "docker.io",
+    "busybox-static",
+    "openssl",
+    "curl",
+    "apache2-utils",
+];
 
 const USAGE: &str = "usage: cargo xtask <command>
 

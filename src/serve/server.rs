@@ -1,0 +1,596 @@
+//! The accept loop every mode serves through: TLS, the client allowlist
+//! and credentials checked before the router runs, and connection hygiene
+//! — a header deadline, an idle deadline, a cap on connections where the
+//! oldest connection that never completed a request makes room — so idle
+//! or half-open clients cannot hold the descriptors `/metrics` needs.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Request, Response, StatusCode};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::security::{Denied, KeyProblem, Security};
+use crate::config::Listen;
+use crate::registry::Series;
+
+crate::family! {
+    static REJECTED: Counter {
+        name: "sonde_http_requests_rejected",
+        unit: Count,
+        labels: ["reason"],
+        sampler: "sonde",
+        source: "serve",
+        help: "Requests and connections refused: address (outside listen.allow, 403), credentials (401), tls (handshake failed), header_timeout (no whole request header within listen.header_timeout), evicted (closed at listen.max_connections before completing a request), connection_limit (refused: every connection busy), body_too_large (413).",
+    }
+}
+
+/// Request bodies beyond this are refused (413): no endpoint takes a body
+/// larger than a few bytes.
+const MAX_BODY: u64 = 64 << 10;
+/// Request line plus headers; hyper's minimum is 8 KiB.
+const MAX_HEADER: usize = 16 << 10;
+/// Shutdown waits this long for in-flight responses.
+const DRAIN: Duration = Duration::from_secs(5);
+/// Certificate, key and token files are checked for changes this often.
+const FILE_POLL: Duration = Duration::from_secs(5);
+
+/// The counters of [`REJECTED`], created at first use so every reason
+/// shows (at 0) from the start.
+struct Rejected {
+    address: Arc<Series>,
+    credentials: Arc<Series>,
+    tls: Arc<Series>,
+    header_timeout: Arc<Series>,
+    evicted: Arc<Series>,
+    connection_limit: Arc<Series>,
+    body_too_large: Arc<Series>,
+}
+
+static REJECTS: LazyLock<Rejected> = LazyLock::new(|| Rejected {
+    address: REJECTED.series(&["address"]),
+    credentials: REJECTED.series(&["credentials"]),
+    tls: REJECTED.series(&["tls"]),
+    header_timeout: REJECTED.series(&["header_timeout"]),
+    evicted: REJECTED.series(&["evicted"]),
+    connection_limit: REJECTED.series(&["connection_limit"]),
+    body_too_large: REJECTED.series(&["body_too_large"]),
+});
+
+/// Milliseconds since the first use, for per-connection timestamps kept in
+/// atomics (0 means "none").
+fn now_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_millis() as u64 + 1
+}
+
+/// One listener's settings as a unit: what `[listen]` says and the
+/// security built from its files.
+struct Settings {
+    listen: Listen,
+    security: Arc<Security>,
+    /// Modification stamps of `listen.files()` when `security` was built.
+    stamps: Vec<Option<SystemTime>>,
+}
+
+struct Shared {
+    settings: RwLock<Arc<Settings>>,
+    conns: Mutex<BTreeMap<u64, Conn>>,
+    /// Which config file the settings came from, for messages.
+    config: PathBuf,
+}
+
+impl Shared {
+    fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn set(&self, s: Settings) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Conn>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A live connection, as the cap sees it.
+struct Conn {
+    state: Arc<ConnState>,
+    kill: Arc<Notify>,
+}
+
+/// What a connection is doing, updated by its IO and its requests.
+#[derive(Default)]
+struct ConnState {
+    accepted_ms: u64,
+    requests: AtomicU64,
+    in_flight: AtomicBool,
+    /// When bytes of the next request header began arriving (0: none yet).
+    pending_ms: AtomicU64,
+    /// When the last response was handed back (0: none yet).
+    done_ms: AtomicU64,
+}
+
+/// Why the watchdog closed a connection.
+enum Expired {
+    /// A request header (or the TLS handshake) did not complete in time.
+    Header,
+    /// Keep-alive with nothing to do.
+    Idle,
+}
+
+impl ConnState {
+    fn begin(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.store(true, Ordering::Relaxed);
+        self.pending_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        self.done_ms.store(now_ms(), Ordering::Relaxed);
+        self.in_flight.store(false, Ordering::Relaxed);
+    }
+
+    fn completed_none(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) == 0 && !self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The deadline now in force, if any, and what it expires as.
+    fn deadline(&self, header: Duration, idle: Duration) -> Option<(u64, Expired)> {
+        if self.in_flight.load(Ordering::Relaxed) {
+            return None;
+        }
+        let (header, idle) = (header.as_millis() as u64, idle.as_millis() as u64);
+        let pending = self.pending_ms.load(Ordering::Relaxed);
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            Some((self.accepted_ms + header, Expired::Header))
+        } else if pending != 0 {
+            Some((pending + header, Expired::Header))
+        } else {
+            Some((self.done_ms.load(Ordering::Relaxed) + idle, Expired::Idle))
+        }
+    }
+}
+
+/// The socket, noting when a new request's bytes start arriving.
+struct Tracked {
+    stream: TcpStream,
+    state: Arc<ConnState>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before
+            && !self.state.in_flight.load(Ordering::Relaxed)
+            && self.state.pending_ms.load(Ordering::Relaxed) == 0
+        {
+            self.state.pending_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        b: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, b)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// A bound listener with its settings, ready for [`run`].
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    rebinds: mpsc::UnboundedReceiver<TcpListener>,
+}
+
+/// Applies a reloaded `[listen]` section to a running [`Server`].
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+    rebind: mpsc::UnboundedSender<TcpListener>,
+}
+
+/// Reads the files `listen` names and binds its address; errors name the
+/// key and the config file.
+pub async fn start(listen: &Listen, config: &Path) -> anyhow::Result<(Server, Handle)> {
+    let security = Security::load(listen).map_err(|p| describe(&p, config))?;
+    let listener = super::bind(listen, config).await?;
+    let shared = Arc::new(Shared {
+        settings: RwLock::new(Arc::new(Settings {
+            stamps: stamps(listen),
+            listen: listen.clone(),
+            security: Arc::new(security),
+        })),
+        conns: Mutex::new(BTreeMap::new()),
+        config: config.to_path_buf(),
+    });
+    LazyLock::force(&REJECTS);
+    let (tx, rx) = mpsc::unbounded_channel();
+    Ok((
+        Server {
+            listener,
+            shared: Arc::clone(&shared),
+            rebinds: rx,
+        },
+        Handle { shared, rebind: tx },
+    ))
+}
+
+fn describe(problems: &[KeyProblem], config: &Path) -> anyhow::Error {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|(k, m)| format!("{}: key `listen.{k}`: {m}", config.display()))
+        .collect();
+    anyhow::anyhow!("{}", lines.join("\n"))
+}
+
+/// The problems with the files `listen` names, for config checks.
+pub fn check(listen: &Listen) -> Vec<KeyProblem> {
+    Security::load(listen).err().unwrap_or_default()
+}
+
+fn stamps(listen: &Listen) -> Vec<Option<SystemTime>> {
+    listen
+        .files()
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+impl Handle {
+    /// Applies a new `[listen]`: a new address is bound first (a failure
+    /// changes nothing), then the files are read and swapped in whole.
+    /// New settings apply to new requests; open connections keep their
+    /// TLS session.
+    pub async fn apply(&self, listen: &Listen) -> anyhow::Result<()> {
+        let config = self.shared.config.clone();
+        let security = Security::load(listen).map_err(|p| describe(&p, &config))?;
+        let old = self.shared.settings();
+        if old.listen.address != listen.address {
+            let l = super::bind(listen, &config).await?;
+            let _ = self.rebind.send(l);
+            tracing::info!("now listening on {}", listen.address.0);
+        }
+        self.shared.set(Settings {
+            stamps: stamps(listen),
+            listen: listen.clone(),
+            security: Arc::new(security),
+        });
+        Ok(())
+    }
+
+    /// Connections open now (for tests and logs).
+    pub fn connections(&self) -> usize {
+        self.shared.conns().len()
+    }
+}
+
+/// Serves `router` until `shutdown` resolves, then stops accepting, closes
+/// idle connections and lets in-flight responses finish (up to 5 s).
+pub async fn run(
+    server: Server,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Server {
+        mut listener,
+        shared,
+        mut rebinds,
+    } = server;
+    let scheme = if shared.settings().security.tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!("listening on {scheme}://{}/metrics", listener.local_addr()?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let watcher = tokio::spawn(watch_files(Arc::clone(&shared)));
+    tokio::pin!(shutdown);
+    let mut next_id = 0u64;
+    let mut emfile_logged = false;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(l) = rebinds.recv() => listener = l,
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    next_id += 1;
+                    admit(next_id, stream, peer, &shared, &router, &stop_rx);
+                }
+                Err(e) => {
+                    // Out of descriptors: close the oldest half-open
+                    // connection rather than spin on accept.
+                    let fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    if fds && evict(&mut shared.conns()) {
+                        REJECTS.evicted.add(1);
+                    }
+                    if !emfile_logged || !fds {
+                        tracing::warn!(error = %e, "accept failed");
+                        emfile_logged |= fds;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+        }
+    }
+    watcher.abort();
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let deadline = Instant::now() + DRAIN;
+    while !shared.conns().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Closes the oldest connection that has not completed a request, or
+/// else the oldest idle one; false when every connection is mid-request.
+fn evict(conns: &mut BTreeMap<u64, Conn>) -> bool {
+    let victim = conns
+        .iter()
+        .find(|(_, c)| c.state.completed_none())
+        .or_else(|| {
+            conns
+                .iter()
+                .find(|(_, c)| !c.state.in_flight.load(Ordering::Relaxed))
+        })
+        .map(|(id, _)| *id);
+    match victim.and_then(|id| conns.remove(&id)) {
+        Some(c) => {
+            c.kill.notify_one();
+            true
+        }
+        None => false,
+    }
+}
+
+fn admit(
+    id: u64,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    router: &Router,
+    stop: &watch::Receiver<bool>,
+) {
+    let settings = shared.settings();
+    let state = Arc::new(ConnState {
+        accepted_ms: now_ms(),
+        ..ConnState::default()
+    });
+    let kill = Arc::new(Notify::new());
+    {
+        let mut conns = shared.conns();
+        if conns.len() >= settings.listen.max_connections {
+            if evict(&mut conns) {
+                REJECTS.evicted.add(1);
+            } else {
+                REJECTS.connection_limit.add(1);
+                return;
+            }
+        }
+        conns.insert(
+            id,
+            Conn {
+                state: Arc::clone(&state),
+                kill: Arc::clone(&kill),
+            },
+        );
+    }
+    let _ = stream.set_nodelay(true);
+    let (shared, router, stop) = (Arc::clone(shared), router.clone(), stop.clone());
+    tokio::spawn(async move {
+        let io = Tracked {
+            stream,
+            state: Arc::clone(&state),
+        };
+        let listen = &settings.listen;
+        let serve = connection(io, peer, &settings, &shared, router, &state, stop);
+        tokio::select! {
+            _ = serve => {}
+            _ = kill.notified() => {}
+            why = watchdog(&state, listen.header_timeout, listen.idle_timeout) => {
+                if let Expired::Header = why {
+                    REJECTS.header_timeout.add(1);
+                }
+            }
+        }
+        shared.conns().remove(&id);
+    });
+}
+
+async fn watchdog(state: &ConnState, header: Duration, idle: Duration) -> Expired {
+    loop {
+        let wait = match state.deadline(header, idle) {
+            None => header,
+            Some((at, why)) => {
+                let now = now_ms();
+                if now >= at {
+                    return why;
+                }
+                Duration::from_millis(at - now)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The TLS handshake (when configured) and HTTP/1.1 on one connection.
+async fn connection(
+    io: Tracked,
+    peer: SocketAddr,
+    settings: &Settings,
+    shared: &Arc<Shared>,
+    router: Router,
+    state: &Arc<ConnState>,
+    stop: watch::Receiver<bool>,
+) {
+    match settings.security.tls() {
+        Some(config) => match tokio_rustls::TlsAcceptor::from(config).accept(io).await {
+            Ok(tls) => http(TokioIo::new(tls), peer, shared, router, state, stop).await,
+            Err(e) => {
+                REJECTS.tls.add(1);
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            }
+        },
+        None => http(TokioIo::new(io), peer, shared, router, state, stop).await,
+    }
+}
+
+async fn http<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    router: Router,
+    state: &Arc<ConnState>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (shared, state) = (Arc::clone(shared), Arc::clone(state));
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (shared, state, router) = (Arc::clone(&shared), Arc::clone(&state), router.clone());
+        async move {
+            state.begin();
+            let resp = handle(req, peer, &shared, router).await;
+            state.end();
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    // No hyper timer: the connection's watchdog owns every deadline, so
+    // each close is counted once under one reason.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEADER)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
+}
+
+/// Checks the client's address and credentials, the body size, then runs
+/// the mode's router; refusals carry no detail.
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Shared,
+    router: Router,
+) -> Response<Body> {
+    use tower::ServiceExt as _;
+    let security = Arc::clone(&shared.settings().security);
+    if !security.allows(peer.ip()) {
+        REJECTS.address.add(1);
+        return status(StatusCode::FORBIDDEN, &security);
+    }
+    if let Err(Denied) = security.authorize(req.headers()).await {
+        REJECTS.credentials.add(1);
+        let mut resp = status(StatusCode::UNAUTHORIZED, &security);
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(security.challenge()),
+        );
+        return resp;
+    }
+    let too_large = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY);
+    if too_large {
+        REJECTS.body_too_large.add(1);
+        return status(StatusCode::PAYLOAD_TOO_LARGE, &security);
+    }
+    let req = req.map(|b| Body::new(http_body_util::Limited::new(b, MAX_BODY as usize)));
+    let Ok(mut resp) = router.oneshot(req).await;
+    for (name, value) in security.headers() {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    resp
+}
+
+fn status(code: StatusCode, security: &Security) -> Response<Body> {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = code;
+    for (name, value) in security.headers() {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    resp
+}
+
+/// Rebuilds the settings when a certificate, key, CA, token or web config
+/// file changes, so rotation needs no reload; a broken new file is logged
+/// once and the running settings stay.
+async fn watch_files(shared: Arc<Shared>) {
+    let mut failed: Option<Vec<Option<SystemTime>>> = None;
+    loop {
+        tokio::time::sleep(FILE_POLL).await;
+        let current = shared.settings();
+        let now = stamps(&current.listen);
+        if now == current.stamps || failed.as_ref() == Some(&now) {
+            continue;
+        }
+        match Security::load(&current.listen) {
+            Ok(security) => {
+                tracing::info!("reloaded the TLS/auth files of [listen]");
+                failed = None;
+                shared.set(Settings {
+                    stamps: now,
+                    listen: current.listen.clone(),
+                    security: Arc::new(security),
+                });
+            }
+            Err(p) => {
+                tracing::error!(
+                    "changed [listen] files are not usable, keeping the running ones:\n{}",
+                    describe(&p, &shared.config)
+                );
+                failed = Some(now);
+            }
+        }
+    }
+}
