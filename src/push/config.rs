@@ -76,8 +76,24 @@ pub struct Sink {
     pub kind: SinkKind,
     pub url: HttpUrl,
     pub bearer_token_file: Option<PathBuf>,
+    /// `{ username = "…", password_file = "…" }` (or `password`).
+    pub basic_auth: Option<BasicAuth>,
+    /// A CA (PEM) to trust for an https upstream, besides the usual roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate and key (PEM) for upstreams that want one.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
     /// Only for `kind = "http"`.
     pub format: Option<SinkFormat>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: Option<String>,
+    /// Read at every send, so a rotated password needs no reload.
+    pub password_file: Option<PathBuf>,
 }
 
 impl PushConfig {
@@ -145,6 +161,38 @@ impl PushConfig {
                         &at("bearer_token_file"),
                         format!("cannot read {}: {e}", p.display()),
                     );
+                }
+            }
+            if s.tls_cert_file.is_some() != s.tls_key_file.is_some() {
+                c.problem(
+                    &at("tls_cert_file"),
+                    "tls_cert_file and tls_key_file go together: set both for a client certificate",
+                );
+            } else if let Err(e) = super::sink::tls_client(&super::sink::TlsFiles::of(s)) {
+                let key = if e.contains("tls_ca_file") {
+                    "tls_ca_file"
+                } else {
+                    "tls_cert_file"
+                };
+                c.problem(&at(key), e);
+            }
+            if let Some(b) = &s.basic_auth {
+                if b.password.is_some() == b.password_file.is_some() {
+                    c.problem(&at("basic_auth"), "set one of password and password_file");
+                }
+                if s.bearer_token_file.is_some() {
+                    c.problem(
+                        &at("basic_auth"),
+                        "set basic_auth or bearer_token_file, not both",
+                    );
+                }
+                if let Some(p) = &b.password_file {
+                    if let Err(e) = std::fs::metadata(p) {
+                        c.problem(
+                            &at("basic_auth"),
+                            format!("cannot read password_file {}: {e}", p.display()),
+                        );
+                    }
                 }
             }
             if s.kind == SinkKind::RemoteWrite && s.format.is_some() {
