@@ -118,8 +118,8 @@ crate::family! {
 }
 crate::family! {
     static LAST_RELOAD: Gauge {
-        name: "sonde_config_last_reload_success_timestamp",
-        unit: Seconds,
+        name: "sonde_config_last_reload_success_timestamp_seconds",
+        unit: Count,
         labels: [],
         sampler: "sonde",
         source: "runtime",
