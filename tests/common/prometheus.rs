@@ -92,6 +92,26 @@ impl Prometheus {
         v["data"]["result"].as_array().cloned()
     }
 
+    /// An instant query's result vector, or why there is none (Prometheus's
+    /// error for a query it rejects, or the failed request).
+    pub fn query_checked(&self, q: &str) -> Result<Vec<serde_json::Value>, String> {
+        let url = format!("{}?query={}", self.url("/api/v1/query"), encode(q));
+        let r = std::panic::catch_unwind(|| http(&url, &[]))
+            .map_err(|_| "the query request failed".to_string())?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body)
+            .map_err(|e| format!("HTTP {}: not JSON ({e})", r.status))?;
+        if v["status"] != "success" {
+            return Err(format!(
+                "HTTP {}: {}: {}",
+                r.status, v["errorType"], v["error"]
+            ));
+        }
+        v["data"]["result"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| format!("not a vector: {}", v["data"]))
+    }
+
     /// The value of an instant query's first result, if any.
     pub fn query(&self, q: &str) -> Option<f64> {
         self.query_all(q)?.first()?["value"][1]
