@@ -251,6 +251,17 @@ fn processes_top(path: &Path, once: bool, rows: usize, sort: top::Sort) -> ExitC
         AgentConfig::load(path, &push::spool_path),
         |c| c.log.level,
         |config| {
+            let l = &config.listen;
+            if l.tls_cert_file.is_some()
+                || l.web_config_file.is_some()
+                || l.bearer_token_file.is_some()
+                || !l.basic_auth_users.is_empty()
+            {
+                anyhow::bail!(
+                    "{}: the agent's [listen] uses TLS or credentials, which `sonde top` does not speak yet; use `curl` on /top with them",
+                    path.display()
+                );
+            }
             top::run(top::Options {
                 listen: config.listen.address.0,
                 once,
