@@ -18,6 +18,19 @@ pub fn build(thread_name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+static COMPONENT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Names this process's mode ("agent", "exporter", "push", "hindsight")
+/// for the `component` label of the metrics every mode has (reloads,
+/// rejected requests), so an exporter relaying agents keeps its own apart.
+pub fn set_component(name: &'static str) {
+    let _ = COMPONENT.set(name);
+}
+
+pub fn component() -> &'static str {
+    COMPONENT.get().copied().unwrap_or("agent")
+}
+
 /// Ignores SIGHUP until [`Events::watch`] handles it, so a reload sent
 /// while samplers load does not kill the process (SIGHUP's default).
 pub fn ignore_hangup() {
@@ -110,7 +123,7 @@ crate::family! {
     static RELOADS: Counter {
         name: "sonde_config_reloads",
         unit: Count,
-        labels: ["result"],
+        labels: ["component", "result"],
         sampler: "sonde",
         source: "runtime",
         help: "Config reloads (SIGHUP): success, or failure (the new config was invalid or could not be applied; the running config stays).",
@@ -120,7 +133,7 @@ crate::family! {
     static LAST_RELOAD: Gauge {
         name: "sonde_config_last_reload_success_timestamp_seconds",
         unit: Count,
-        labels: [],
+        labels: ["component"],
         sampler: "sonde",
         source: "runtime",
         help: "When the config was last loaded successfully (at start or by a reload), in seconds since the epoch.",
@@ -135,9 +148,9 @@ where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
-    let success = RELOADS.series(&["success"]);
-    let failure = RELOADS.series(&["failure"]);
-    let last = LAST_RELOAD.single();
+    let success = RELOADS.series(&[component(), "success"]);
+    let failure = RELOADS.series(&[component(), "failure"]);
+    let last = LAST_RELOAD.series(&[component()]);
     last.set_gauge(unix_seconds());
     let mut rx = events.subscribe();
     tokio::spawn(async move {

@@ -22,6 +22,7 @@ pub type Loader = Box<dyn Fn() -> Result<AgentConfig, crate::config::ConfigError
 /// Runs the agent until SIGTERM or SIGINT, then drains in-flight requests.
 /// SIGHUP reloads the config with `load`.
 pub fn run(path: &Path, config: AgentConfig, load: Loader) -> anyhow::Result<()> {
+    runtime::set_component("agent");
     runtime::ignore_hangup();
     let collector = Arc::new(Collector::start(&config));
     let pusher = match &config.push_user {

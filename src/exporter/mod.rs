@@ -40,6 +40,7 @@ struct Shared {
 }
 
 pub fn run(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {
+    runtime::set_component("exporter");
     runtime::ignore_hangup();
     runtime::build("sonde-exporter")?.block_on(serve_config(path, config))
 }
@@ -199,9 +200,16 @@ impl Puller {
     /// metrics and swaps the served body.
     fn publish(&mut self) {
         self.text.clear();
-        render_sources(&self.sources, &mut self.text);
         self.renderer.render(Format::Text, &mut self.own);
-        self.text.push_str(&self.own);
+        // Families the agents have too (reloads, rejected requests; their
+        // `component` label keeps the series apart) get one HELP/TYPE: our
+        // series go into the relayed block, the rest after it.
+        let mut own = own_families(&self.own);
+        render_sources_with(&self.sources, &mut own, &mut self.text);
+        for (_, (header, body)) in own {
+            self.text.push_str(header);
+            self.text.push_str(body);
+        }
         let mut gz = Vec::new();
         self.gzip.compress(self.text.as_bytes(), &mut gz);
         let body = Arc::new(Body {
@@ -212,9 +220,40 @@ impl Puller {
     }
 }
 
+/// Our own rendered text cut into families: name -> (HELP and TYPE lines,
+/// series lines).
+fn own_families(text: &str) -> std::collections::BTreeMap<&str, (&str, &str)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut rest = text;
+    while let Some(name) = rest
+        .strip_prefix("# HELP ")
+        .and_then(|r| r.split(' ').next())
+    {
+        let end = rest[1..].find("\n# HELP ").map_or(rest.len(), |i| i + 2);
+        let block = &rest[..end];
+        let header_end = block
+            .match_indices('\n')
+            .nth(1)
+            .map_or(block.len(), |(i, _)| i + 1);
+        out.insert(name, (&block[..header_end], &block[header_end..]));
+        rest = &rest[end..];
+    }
+    out
+}
+
 /// All sources' families in name order. A family whose type differs from
 /// the first source's is left out for the later source and counted.
 pub fn render_sources(sources: &[SourceState], out: &mut String) {
+    render_sources_with(sources, &mut Default::default(), out);
+}
+
+/// [`render_sources`], with the series of `own` families of the same name
+/// appended to the relayed ones (and taken out of `own`).
+fn render_sources_with(
+    sources: &[SourceState],
+    own: &mut std::collections::BTreeMap<&str, (&str, &str)>,
+    out: &mut String,
+) {
     let mut names: Vec<&str> = sources
         .iter()
         .flat_map(|s| s.families.keys().map(String::as_str))
@@ -240,6 +279,11 @@ pub fn render_sources(sources: &[SourceState], out: &mut String) {
                 Some(_) => {}
             }
             out.push_str(&f.body);
+        }
+        if kind.is_some() {
+            if let Some((_, body)) = own.remove(name) {
+                out.push_str(body);
+            }
         }
     }
 }

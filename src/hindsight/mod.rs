@@ -98,6 +98,7 @@ struct Shared {
 }
 
 pub fn run(path: &Path, config: HindsightConfig) -> anyhow::Result<()> {
+    runtime::set_component("hindsight");
     runtime::ignore_hangup();
     runtime::build("sonde-hindsight")?.block_on(serve_config(path, config))
 }

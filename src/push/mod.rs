@@ -95,6 +95,7 @@ pub fn spool_path(path: &Path) -> Result<PathBuf, String> {
 }
 
 pub fn run(path: &Path, config: PushConfig) -> anyhow::Result<()> {
+    runtime::set_component("push");
     runtime::ignore_hangup();
     runtime::build("sonde-push")?.block_on(serve_config(path, config))
 }

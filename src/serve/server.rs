@@ -28,12 +28,13 @@ use tokio::sync::{mpsc, watch, Notify};
 use super::security::{Denied, KeyProblem, Security};
 use crate::config::Listen;
 use crate::registry::Series;
+use crate::runtime::component;
 
 crate::family! {
     static REJECTED: Counter {
         name: "sonde_http_requests_rejected",
         unit: Count,
-        labels: ["reason"],
+        labels: ["component", "reason"],
         sampler: "sonde",
         source: "serve",
         help: "Requests and connections refused: address (outside listen.allow, 403), credentials (401), tls (handshake failed), header_timeout (no whole request header within listen.header_timeout), evicted (closed at listen.max_connections before completing a request), connection_limit (refused: every connection busy), body_too_large (413).",
@@ -63,13 +64,13 @@ struct Rejected {
 }
 
 static REJECTS: LazyLock<Rejected> = LazyLock::new(|| Rejected {
-    address: REJECTED.series(&["address"]),
-    credentials: REJECTED.series(&["credentials"]),
-    tls: REJECTED.series(&["tls"]),
-    header_timeout: REJECTED.series(&["header_timeout"]),
-    evicted: REJECTED.series(&["evicted"]),
-    connection_limit: REJECTED.series(&["connection_limit"]),
-    body_too_large: REJECTED.series(&["body_too_large"]),
+    address: REJECTED.series(&[component(), "address"]),
+    credentials: REJECTED.series(&[component(), "credentials"]),
+    tls: REJECTED.series(&[component(), "tls"]),
+    header_timeout: REJECTED.series(&[component(), "header_timeout"]),
+    evicted: REJECTED.series(&[component(), "evicted"]),
+    connection_limit: REJECTED.series(&[component(), "connection_limit"]),
+    body_too_large: REJECTED.series(&[component(), "body_too_large"]),
 });
 
 /// Milliseconds since the first use, for per-connection timestamps kept in
