@@ -4,7 +4,7 @@
 //! Layers (arrows point down only): the modes (`agent`, `exporter`,
 //! `push`) use the shared homes (`serve`, `snapshot`, `spool`,
 //! `prometheus`, `samplers`, `runtime`), which use the foundations
-//! (`bpf`, `registry`, `histogram`, `config`). A mode never imports
+//! (`bpf`, `registry`, `histogram`, `config`, `privileges`). A mode never imports
 //! another mode.
 
 pub mod agent;
@@ -24,6 +24,7 @@ pub mod spool;
 pub mod bpf;
 pub mod config;
 pub mod histogram;
+pub mod privileges;
 pub mod registry;
 
 #[cfg(test)]

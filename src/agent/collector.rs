@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::config::AgentConfig;
 use crate::bpf::ProgramInfo;
+use crate::privileges;
 use crate::prometheus::{Format, Renderer};
 use crate::registry::Series;
 use crate::samplers::{Sampler, SamplerContext, SamplerSpec, SAMPLERS};
@@ -146,16 +147,35 @@ impl Instance {
                 options: &settings.options,
                 cgroup_attribution: settings.cgroup_attribution,
             };
-            // A sampler that panics while starting must not take the agent down.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (spec.init)(&ctx))) {
-                Ok(Ok(Some(s))) => (Status::Active, None, Some(s)),
-                Ok(Ok(None)) => (
-                    Status::Disabled,
-                    Some("not applicable on this host".into()),
-                    None,
-                ),
-                Ok(Err(e)) => (Status::Failed, Some(format!("{e:#}")), None),
-                Err(_) => (Status::Failed, Some("panicked while starting".into()), None),
+            const RESTART: &str = "capabilities were dropped after start (privileges.drop), \
+                restart the agent to start this sampler";
+            let missing = privileges::needs(name) & !privileges::kept();
+            if privileges::dropped() && missing != 0 {
+                // Its refreshes would fail (or read zeroes) without them.
+                let why = format!("needs {}; {RESTART}", privileges::names(missing));
+                (Status::Failed, Some(why), None)
+            } else {
+                // A sampler that panics while starting must not take the agent down.
+                let r =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (spec.init)(&ctx)));
+                let failed = |e: String| match privileges::dropped() {
+                    true => format!("{e}; {RESTART}"),
+                    false => e,
+                };
+                match r {
+                    Ok(Ok(Some(s))) => (Status::Active, None, Some(s)),
+                    Ok(Ok(None)) => (
+                        Status::Disabled,
+                        Some("not applicable on this host".into()),
+                        None,
+                    ),
+                    Ok(Err(e)) => (Status::Failed, Some(failed(format!("{e:#}"))), None),
+                    Err(_) => (
+                        Status::Failed,
+                        Some(failed("panicked while starting".into())),
+                        None,
+                    ),
+                }
             }
         };
         let bpf = sampler.as_ref().and_then(|s| s.bpf());
@@ -177,6 +197,11 @@ impl Instance {
         };
         inst.up.set_gauge((inst.status == Status::Active) as i64);
         inst
+    }
+
+    /// Whether it started (and so runs its refreshes).
+    pub fn active(&self) -> bool {
+        self.status == Status::Active
     }
 
     fn refresh(&self) {
@@ -385,7 +410,7 @@ impl Collector {
         self.refreshes.add(1);
     }
 
-    fn instances(&self) -> Vec<Arc<Instance>> {
+    pub fn instances(&self) -> Vec<Arc<Instance>> {
         self.instances
             .read()
             .unwrap_or_else(|e| e.into_inner())

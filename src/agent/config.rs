@@ -10,6 +10,7 @@ use crate::config::{
     check_sections, listen_section, section, ByteSize, Checker, ConfigError, HumanDuration, Listen,
     LogConfig, Segment, Source,
 };
+use crate::privileges::{self, Account};
 use crate::prometheus::buckets::{self, BucketSets};
 use crate::samplers::SamplerSpec;
 
@@ -31,6 +32,53 @@ pub struct AgentConfig {
     pub push: Push,
     /// `push.user` resolved, when the pusher is enabled.
     pub push_user: Option<User>,
+    pub privileges: Privileges,
+    /// `privileges.user` resolved, when set.
+    pub privileges_user: Option<Account>,
+}
+
+/// `[privileges]`: what the agent keeps after every BPF program is loaded
+/// and attached (see `crate::privileges`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Privileges {
+    /// Drop every capability the refreshes do not need, set no_new_privs.
+    pub drop: bool,
+    /// Switch to this user (and its groups) too; empty: stay uid 0.
+    pub user: String,
+}
+
+impl Default for Privileges {
+    fn default() -> Self {
+        Privileges {
+            drop: true,
+            user: String::new(),
+        }
+    }
+}
+
+/// Resolves `privileges.user`, so an unknown user stops the agent at load.
+fn check_privileges(c: &mut Checker, p: &Privileges) -> Option<Account> {
+    if p.user.is_empty() {
+        return None;
+    }
+    let key = [
+        Segment::Key("privileges".into()),
+        Segment::Key("user".into()),
+    ];
+    if !p.drop {
+        c.problem(&key, "needs `drop = true` (the switch is part of the drop)");
+        return None;
+    }
+    let Some((uid, gid)) = privileges::lookup_user(&p.user) else {
+        c.problem(&key, format!("no such user `{}`", p.user));
+        return None;
+    };
+    Some(Account {
+        name: p.user.clone(),
+        uid,
+        gid,
+    })
 }
 
 /// `[push]`: run `sonde push` as a supervised child of the agent.
@@ -75,16 +123,10 @@ fn check_push(c: &mut Checker, push: &Push, push_spool: PushSpool<'_>) -> Option
             None
         }
     };
-    let name = std::ffi::CString::new(push.user.clone()).ok()?;
-    // SAFETY: getpwnam returns a pointer into static storage or null; the
-    // fields are copied out before any other call that could reuse it.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
+    let Some((uid, gid)) = privileges::lookup_user(&push.user) else {
         c.problem(&key("user"), format!("no such user `{}`", push.user));
         return None;
-    }
-    // SAFETY: `pw` is non-null and points at getpwnam's static record.
-    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    };
     Some(User {
         name: push.user.clone(),
         uid,
@@ -182,6 +224,7 @@ impl AgentConfig {
                 "defaults",
                 "samplers",
                 "push",
+                "privileges",
             ],
         );
         let listen = listen_section(&mut c, &mut table, DEFAULT_LISTEN);
@@ -214,10 +257,14 @@ impl AgentConfig {
         } else {
             None
         };
+        let privileges = section::<Privileges>(&mut c, &mut table, "privileges");
+        let privileges_user = check_privileges(&mut c, &privileges);
         let config = AgentConfig {
             listen,
             push,
             push_user,
+            privileges,
+            privileges_user,
             general,
             prometheus,
             log,

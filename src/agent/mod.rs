@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use crate::privileges;
 use crate::runtime::{self, Events};
 use collector::Collector;
 use config::AgentConfig;
@@ -32,6 +33,11 @@ pub fn run(path: &Path, config: AgentConfig, load: Loader) -> anyhow::Result<()>
     let result = runtime::build("sonde")?.block_on(async move {
         let events = Events::watch();
         let (server, handle) = crate::serve::start(&config.listen, path).await?;
+        // After the BPF loads, the pusher's spool chown and the bind (a
+        // port below 1024 needs CAP_NET_BIND_SERVICE).
+        if config.privileges.drop {
+            drop_privileges(&config, &collector)?;
+        }
         let c = Arc::clone(&collector);
         let running = Arc::new(std::sync::Mutex::new(config));
         let load = Arc::new(load);
@@ -72,6 +78,10 @@ async fn reload(
             format!("{:?}", running.push) != format!("{:?}", new.push),
         ),
         ("[log]", running.log.level != new.log.level),
+        (
+            "[privileges]",
+            format!("{:?}", running.privileges) != format!("{:?}", new.privileges),
+        ),
     ] {
         if changed {
             tracing::warn!("{section} changed: it takes effect when the agent restarts");
@@ -86,6 +96,51 @@ async fn reload(
             failed.join("\n")
         )
     }
+}
+
+/// Drops every capability the running samplers and the pusher do not need
+/// (see `crate::privileges`), then refreshes once so a sampler that cannot
+/// refresh without what was dropped fails now, loudly, not at a scrape.
+fn drop_privileges(config: &AgentConfig, collector: &Collector) -> anyhow::Result<()> {
+    let mut keep = 0;
+    for i in collector.instances().iter().filter(|i| i.active()) {
+        keep |= privileges::needs(i.name);
+    }
+    let uid = config.privileges_user.as_ref().map_or(0, |u| u.uid);
+    let gid = config.privileges_user.as_ref().map_or(0, |u| u.gid);
+    if let Some(push) = &config.push_user {
+        if (push.uid, push.gid) != (uid, gid) {
+            keep |= privileges::PUSH_AS_OTHER_USER;
+        }
+    }
+    let d = privileges::drop_all(keep, config.privileges_user.as_ref()).context(
+        "cannot drop privileges (set `[privileges] drop = false` to run without the drop)",
+    )?;
+    if d.missing != 0 {
+        tracing::warn!(
+            "privileges: the agent was started without {}, which it would keep",
+            privileges::names(d.missing)
+        );
+    }
+    tracing::info!(
+        "privileges dropped: kept {}; no_new_privs; user {} ({} threads, {:?})",
+        privileges::names(d.kept),
+        d.user.as_deref().unwrap_or("root"),
+        d.threads,
+        d.took
+    );
+    collector.refresh();
+    for r in collector.reports() {
+        if r.status == collector::Status::Active {
+            if let Some(e) = r.reason {
+                tracing::error!(
+                    "sampler {}: FAILED its first refresh after the privilege drop: {e}",
+                    r.name
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Refreshes every sampler once and prints Prometheus text to stdout.

@@ -45,16 +45,32 @@ impl Supervisor {
                 let mut backoff = Duration::from_secs(1);
                 while !s.load(Ordering::Relaxed) {
                     let mut cmd = Command::new(&exe);
-                    cmd.arg("push")
-                        .arg(&config)
-                        .stdin(Stdio::null())
-                        .uid(user.uid)
-                        .gid(user.gid);
-                    // std drops supplementary groups when root sets a uid.
-                    // SAFETY: prctl is async-signal-safe, fine between fork and exec.
+                    cmd.arg("push").arg(&config).stdin(Stdio::null());
+                    let (uid, gid) = (user.uid, user.gid);
+                    // SAFETY: only raw syscalls, async-signal-safe, fine
+                    // between fork and exec (the child has one thread).
                     unsafe {
-                        cmd.pre_exec(|| {
-                            // If the agent dies (even SIGKILL), so does the pusher.
+                        cmd.pre_exec(move || {
+                            // Not std's Command::uid: it keeps the agent's
+                            // supplementary groups unless the agent is uid 0,
+                            // and after `[privileges] user` it is not.
+                            if (uid, gid) != (libc::getuid(), libc::getgid()) {
+                                for r in [
+                                    libc::syscall(
+                                        libc::SYS_setgroups,
+                                        0,
+                                        std::ptr::null::<libc::gid_t>(),
+                                    ),
+                                    libc::syscall(libc::SYS_setresgid, gid, gid, gid),
+                                    libc::syscall(libc::SYS_setresuid, uid, uid, uid),
+                                ] {
+                                    if r != 0 {
+                                        return Err(std::io::Error::last_os_error());
+                                    }
+                                }
+                            }
+                            // If the agent dies (even SIGKILL), so does the
+                            // pusher. After the uid change, which clears it.
                             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                             Ok(())
                         });
