@@ -62,6 +62,7 @@ impl Events {
                     }
                 };
                 tracing::info!("{name}: shutting down");
+                crate::systemd::stopping();
                 let _ = sender.send(Event::Shutdown);
             }
         });

@@ -25,12 +25,39 @@ pub fn run(path: &Path, config: AgentConfig) -> anyhow::Result<()> {
     let result = runtime::build("sonde")?.block_on(async move {
         let events = Events::watch();
         let listener = crate::serve::bind(&config.listen, path).await?;
+        notify_ready(&collector, &listener).await;
         crate::serve::run(listener, server::router(collector), events.shutdown()).await
     });
     if let Some(p) = pusher {
         p.stop();
     }
     result
+}
+
+/// A refresh stuck this long means a sampler hangs (refreshes take
+/// milliseconds): the watchdog stops pinging and systemd restarts us.
+const WEDGED: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Refreshes once (so the first scrape and READY see sampler data), starts
+/// the systemd watchdog and tells systemd we are ready; no-ops without it.
+async fn notify_ready(collector: &Arc<Collector>, listener: &tokio::net::TcpListener) {
+    collector.refresh_now().await;
+    let c = Arc::clone(collector);
+    // Detached: it pings until the runtime shuts down.
+    let _ = crate::systemd::spawn_watchdog(move || !c.wedged(WEDGED));
+    let reports = collector.reports();
+    let active = reports
+        .iter()
+        .filter(|r| r.status == collector::Status::Active)
+        .count();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    crate::systemd::ready(&format!(
+        "{active} of {} samplers active; serving http://{addr}/metrics",
+        reports.len()
+    ));
 }
 
 /// Refreshes every sampler once and prints Prometheus text to stdout.

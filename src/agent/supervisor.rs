@@ -50,6 +50,10 @@ impl Supervisor {
                         .stdin(Stdio::null())
                         .uid(user.uid)
                         .gid(user.gid);
+                    // Only the agent speaks to systemd for this unit.
+                    for var in crate::systemd::ENV {
+                        cmd.env_remove(var);
+                    }
                     // std drops supplementary groups when root sets a uid.
                     // SAFETY: prctl is async-signal-safe, fine between fork and exec.
                     unsafe {

@@ -78,6 +78,9 @@ async fn serve_config(path: &Path, config: ExporterConfig) -> anyhow::Result<()>
     puller.pull_all().await;
     puller.publish();
     let pulling = tokio::spawn(puller.run());
+    let puller_alive = pulling.abort_handle();
+    let _ = crate::systemd::spawn_watchdog(move || !puller_alive.is_finished());
+    crate::systemd::ready(&format!("relaying {} sources", config.sources.len()));
     let app = serve::with_base_routes(Router::new().route("/metrics", get(metrics)), "/metrics")
         .with_state(shared);
     let result = serve::run(listener, app, events.shutdown()).await;

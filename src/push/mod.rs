@@ -161,6 +161,8 @@ async fn serve_config(path: &Path, config: PushConfig) -> anyhow::Result<()> {
         spool_age: SPOOL_AGE.single(),
     };
     tasks.push(tokio::spawn(puller.run()));
+    let puller_alive = tasks[tasks.len() - 1].abort_handle();
+    let _ = crate::systemd::spawn_watchdog(move || !puller_alive.is_finished());
 
     tracing::info!(
         "pulling {}/metrics/binary every {:?}",
@@ -174,6 +176,7 @@ async fn serve_config(path: &Path, config: PushConfig) -> anyhow::Result<()> {
         bytes_response(TEXT_CONTENT_TYPE, Bytes::from(out))
     });
     let app = serve::with_base_routes(Router::new().route("/metrics", metrics), "/metrics");
+    crate::systemd::ready(&format!("pulling {}", config.source.url.0));
     let result = serve::run(listener, app, events.shutdown()).await;
     for t in tasks {
         t.abort();
