@@ -20,6 +20,7 @@ pub mod samplers;
 pub mod serve;
 pub mod snapshot;
 pub mod spool;
+pub mod systemd;
 
 pub mod bpf;
 pub mod config;

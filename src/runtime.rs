@@ -95,6 +95,7 @@ impl Events {
                     }
                 };
                 tracing::info!("{name}: shutting down");
+                crate::systemd::stopping();
                 let _ = sender.send(Event::Shutdown);
             }
         });
@@ -160,7 +161,11 @@ where
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return,
             }
-            match reload().await {
+            crate::systemd::reloading();
+            let result = reload().await;
+            // Back to ready either way: a failed reload keeps the old config.
+            crate::systemd::ready("config reloaded");
+            match result {
                 Ok(()) => {
                     success.add(1);
                     last.set_gauge(unix_seconds());

@@ -349,6 +349,10 @@ pub struct Collector {
     state: tokio::sync::Mutex<State>,
     refreshes: Arc<Series>,
     _build_info: Arc<Series>,
+    /// When the refresh under way started (ns since `epoch`, plus 1), or 0:
+    /// the systemd watchdog stops pinging when one never ends.
+    refreshing: AtomicU64,
+    epoch: Instant,
 }
 
 impl Collector {
@@ -390,6 +394,8 @@ impl Collector {
             }),
             refreshes: REFRESHES.single(),
             _build_info: build_info,
+            refreshing: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 
@@ -400,6 +406,8 @@ impl Collector {
     /// of agent CPU per scrape fanned out on the blocking pool vs 0.48 ms in
     /// one blocking task, on this 2-core VM.
     pub fn refresh(&self) {
+        let since = self.epoch.elapsed().as_nanos() as u64 + 1;
+        self.refreshing.store(since, Ordering::Relaxed);
         for i in self
             .instances()
             .iter()
@@ -408,6 +416,26 @@ impl Collector {
             i.refresh();
         }
         self.refreshes.add(1);
+        self.refreshing.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether a refresh has been running for longer than `limit` (a
+    /// sampler stuck in a read): the agent's watchdog liveness check.
+    pub fn wedged(&self, limit: Duration) -> bool {
+        match self.refreshing.load(Ordering::Relaxed) {
+            0 => false,
+            since => {
+                let now = self.epoch.elapsed().as_nanos() as u64 + 1;
+                now.saturating_sub(since) > limit.as_nanos() as u64
+            }
+        }
+    }
+
+    /// Refreshes (unless one is cached) and keeps the result for the TTL,
+    /// as a scrape would: the agent's first refresh, done before it tells
+    /// systemd it is ready.
+    pub async fn refresh_now(&self) {
+        self.body(Body::Msgpack).await;
     }
 
     pub fn instances(&self) -> Vec<Arc<Instance>> {

@@ -50,6 +50,7 @@ pub fn run(path: &Path, config: AgentConfig, load: Loader) -> anyhow::Result<()>
             );
             async move { reload(&c, &handle, &load, &running).await }
         });
+        notify_ready(&collector, server.local_addr()).await;
         crate::serve::run(server, server::router(collector), events.shutdown()).await
     });
     if let Some(p) = pusher {
@@ -141,6 +142,29 @@ fn drop_privileges(config: &AgentConfig, collector: &Collector) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+/// A refresh stuck this long means a sampler hangs (refreshes take
+/// milliseconds): the watchdog stops pinging and systemd restarts us.
+const WEDGED: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Refreshes once (so the first scrape and READY see sampler data), starts
+/// the systemd watchdog and tells systemd we are ready; no-ops without it.
+async fn notify_ready(collector: &Arc<Collector>, addr: Option<std::net::SocketAddr>) {
+    collector.refresh_now().await;
+    let c = Arc::clone(collector);
+    // Detached: it pings until the runtime shuts down.
+    let _ = crate::systemd::spawn_watchdog(move || !c.wedged(WEDGED));
+    let reports = collector.reports();
+    let active = reports
+        .iter()
+        .filter(|r| r.status == collector::Status::Active)
+        .count();
+    let addr = addr.map(|a| a.to_string()).unwrap_or_default();
+    crate::systemd::ready(&format!(
+        "{active} of {} samplers active; serving http://{addr}/metrics",
+        reports.len()
+    ));
 }
 
 /// Refreshes every sampler once and prints Prometheus text to stdout.

@@ -46,6 +46,10 @@ impl Supervisor {
                 while !s.load(Ordering::Relaxed) {
                     let mut cmd = Command::new(&exe);
                     cmd.arg("push").arg(&config).stdin(Stdio::null());
+                    // Only the agent speaks to systemd for this unit.
+                    for var in crate::systemd::ENV {
+                        cmd.env_remove(var);
+                    }
                     let (uid, gid) = (user.uid, user.gid);
                     // SAFETY: only raw syscalls, async-signal-safe, fine
                     // between fork and exec (the child has one thread).

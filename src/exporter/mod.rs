@@ -52,6 +52,7 @@ async fn serve_config(path: &Path, config: ExporterConfig) -> anyhow::Result<()>
         body: Mutex::new(Arc::new(Body::default())),
     });
     let pulling = Arc::new(Mutex::new(start_pulling(&config, &shared).await));
+    let status = format!("relaying {} sources", config.sources.len());
     let running = Arc::new(Mutex::new(config));
     {
         let (pulling, shared, path) = (
@@ -90,6 +91,16 @@ async fn serve_config(path: &Path, config: ExporterConfig) -> anyhow::Result<()>
             }
         });
     }
+    {
+        let pulling = Arc::clone(&pulling);
+        let _ = crate::systemd::spawn_watchdog(move || {
+            !pulling
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_finished()
+        });
+    }
+    crate::systemd::ready(&status);
     let app = serve::with_base_routes(Router::new().route("/metrics", get(metrics)), "/metrics")
         .with_state(shared);
     let result = serve::run(server, app, events.shutdown()).await;

@@ -156,6 +156,8 @@ async fn serve_config(path: &Path, config: HindsightConfig) -> anyhow::Result<()
         dumps_error: DUMPS.series(&["error"]),
     });
     let recorder = tokio::spawn(record(Arc::clone(&shared)));
+    let recorder_alive = recorder.abort_handle();
+    let _ = crate::systemd::spawn_watchdog(move || !recorder_alive.is_finished());
     let on_signal = {
         let shared = Arc::clone(&shared);
         let mut rx = events.subscribe();
@@ -192,6 +194,7 @@ async fn serve_config(path: &Path, config: HindsightConfig) -> anyhow::Result<()
             .route("/dump", post(dump_route).with_state(Arc::clone(&shared))),
         "/metrics, POST /dump[?last=5m]",
     );
+    crate::systemd::ready(&format!("recording {}", config.source.url.0));
     let result = serve::run(server, app, events.shutdown()).await;
     recorder.abort();
     on_signal.abort();

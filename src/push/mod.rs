@@ -102,10 +102,16 @@ pub fn run(path: &Path, config: PushConfig) -> anyhow::Result<()> {
 
 /// The spool, the sinks and the puller of one config, running.
 struct Work {
+    /// The sinks', then the puller's (last).
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Work {
+    /// Whether the puller still runs: the watchdog's liveness check.
+    fn alive(&self) -> bool {
+        self.tasks.last().is_some_and(|t| !t.is_finished())
+    }
+
     /// Stops every task and waits for them, so the spool is closed.
     async fn stop(self) {
         for t in &self.tasks {
@@ -122,6 +128,15 @@ async fn serve_config(path: &Path, config: PushConfig) -> anyhow::Result<()> {
     let (server, handle) = serve::start(&config.listen, path).await?;
     let work = start_work(path, &config)?;
     let work = Arc::new(tokio::sync::Mutex::new(Some(work)));
+    {
+        // A reload holds the lock while it swaps the work: alive then.
+        let work = Arc::clone(&work);
+        let _ = crate::systemd::spawn_watchdog(move || {
+            work.try_lock()
+                .map_or(true, |w| w.as_ref().is_some_and(Work::alive))
+        });
+    }
+    let status = format!("pulling {}", config.source.url.0);
     let running = Arc::new(Mutex::new(config));
     {
         let (work, path) = (Arc::clone(&work), path.to_path_buf());
@@ -166,6 +181,7 @@ async fn serve_config(path: &Path, config: PushConfig) -> anyhow::Result<()> {
         bytes_response(TEXT_CONTENT_TYPE, Bytes::from(out))
     });
     let app = serve::with_base_routes(Router::new().route("/metrics", metrics), "/metrics");
+    crate::systemd::ready(&status);
     let result = serve::run(server, app, events.shutdown()).await;
     if let Some(w) = work.lock().await.take() {
         w.stop().await;

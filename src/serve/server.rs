@@ -280,6 +280,13 @@ fn stamps(listen: &Listen) -> Vec<Option<SystemTime>> {
         .collect()
 }
 
+impl Server {
+    /// The bound address (port 0 resolved).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+}
+
 impl Handle {
     /// Applies a new `[listen]`: a new address is bound first (a failure
     /// changes nothing), then the files are read and swapped in whole.

@@ -26,6 +26,12 @@ pub fn tool(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("`{name}` is not installed; `cargo xtask test` installs it (Debian package prometheus)"))
 }
 
+/// Whether `name` is an executable on PATH.
+pub fn have(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
 /// The repo's agent config with `[listen] address` moved to an ephemeral port and
 /// `extra` appended (TOML).
 pub fn agent_config(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
@@ -67,8 +73,26 @@ impl Agent {
 
     /// Runs `sonde ARGS` (any mode) and waits for "listening on".
     pub fn spawn(args: &[&str], dir: tempfile::TempDir, tag: &'static str) -> Agent {
+        Agent::spawn_env(args, &[], dir, tag)
+    }
+
+    /// [`Agent::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        args: &[&str],
+        env: &[(&str, &str)],
+        dir: tempfile::TempDir,
+        tag: &'static str,
+    ) -> Agent {
         let mut cmd = Command::new(BIN);
-        cmd.args(args);
+        cmd.args(args).envs(env.iter().copied());
+        Agent::spawn_command(cmd, dir, tag)
+    }
+
+    /// Runs `argv` (a wrapper such as `unshare`, then `sonde ARGS`) and
+    /// waits for "listening on".
+    pub fn spawn_program(argv: &[&str], dir: tempfile::TempDir, tag: &'static str) -> Agent {
+        let mut cmd = Command::new(argv[0]);
+        cmd.args(&argv[1..]);
         Agent::spawn_command(cmd, dir, tag)
     }
 

@@ -6,9 +6,11 @@
 //!   cargo xtask fmt    rustfmt and clang-format
 //!   cargo xtask bench  measure Sonde side by side with node_exporter
 //!   cargo xtask kernels  prove every sampler on other kernels, under QEMU
+//!   cargo xtask package  build the Debian package
 
 mod bench;
 mod kernels;
+mod package;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -26,7 +28,9 @@ const BUILD_PACKAGES: &[&str] = &[
 ];
 /// Debian packages the tests need besides: a real Prometheus and promtool;
 /// a real dockerd and a static busybox to run in it (tests/docker.rs);
-/// openssl, curl and htpasswd for TLS and auth (tests/security.rs).
+/// openssl, curl and htpasswd for TLS and auth (tests/security.rs);
+/// systemd for `systemd-analyze verify` of the units (tests/systemd.rs and
+/// the package step).
 const TEST_PACKAGES: &[&str] = &[
     "prometheus",
     "docker.io",
@@ -34,6 +38,7 @@ const TEST_PACKAGES: &[&str] = &[
     "openssl",
     "curl",
     "apache2-utils",
+    "systemd",
 ];
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -44,7 +49,9 @@ commands:
                   ARGS are passed to sonde, e.g. `cargo xtask run -- --once`
   test            install missing build and test dependencies (apt, including
                   Debian's prometheus), check formatting and clippy, run all tests,
-                  then the kernel matrix for Debian 12's 6.1 (`kernels 6.1`)
+                  then the kernel matrix for Debian 12's 6.1 (`kernels 6.1`),
+                  then (as root) builds the Debian package, installs it with
+                  dpkg -i, checks it and purges it
   fmt             format Rust (rustfmt) and BPF C (clang-format)
   bench [--quick] [--only recorder]
                   as root: scrape cost, memory and startup of the agent and of
@@ -58,6 +65,13 @@ commands:
                   natively, and every Debian kernel series apt serves), run the
                   agent inside with driven workloads and print the kernel x
                   sampler matrix; `cargo xtask kernels --help` for details
+  package [--binary PATH] [--install-check]
+                  build the Debian package target/debian/sonde_VERSION_ARCH.deb
+                  (release build unless --binary names one; dpkg-deb, no
+                  downloads): binary, /etc/sonde/*.toml conffiles, systemd
+                  units, the `sonde` system user, docs; --install-check: as
+                  root, also dpkg -i it, check it and purge it (the step
+                  `cargo xtask test` ends with)
   vmlinux [--btf FILE] [--arch ARCH]
                   regenerate bpf/include/ARCH/vmlinux.h with bpftool from the
                   kernel BTF in FILE (default /sys/kernel/btf/vmlinux, this
@@ -71,6 +85,7 @@ fn main() -> ExitCode {
         Some("fmt") => fmt(),
         Some("bench") => bench::bench(&args[1..]),
         Some("kernels") => kernels::kernels(&args[1..]),
+        Some("package") => package::package(&args[1..]),
         Some("vmlinux") => vmlinux(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
@@ -226,8 +241,27 @@ fn test(args: &[String]) -> Result<()> {
     // once the packages are there); not when only some tests were asked.
     let ci = std::env::var("CI").as_deref() == Ok("true");
     if !args.is_empty() {
+        return Ok(());
+    }
+    kernel_matrix(ci)?;
+    package_step(ci)
+}
+
+/// The Debian package installed, checked and purged for real: `dpkg -i`
+/// needs root, and the machine must not already have a `sonde` package.
+fn package_step(ci: bool) -> Result<()> {
+    if is_root() && have("dpkg") {
+        package::install_check()
+    } else if ci {
+        bail!("the package install test needs root and dpkg (CI=true)")
+    } else {
+        eprintln!("xtask: SKIPPED the package install test (dpkg -i, dpkg --purge): it needs root and dpkg");
         Ok(())
-    } else if !ci && !kernels::series_available("6.1") {
+    }
+}
+
+fn kernel_matrix(ci: bool) -> Result<()> {
+    if !ci && !kernels::series_available("6.1") {
         eprintln!("xtask: SKIPPED the kernel matrix: apt serves no Debian 6.1 cloud kernel here");
         Ok(())
     } else if is_root() {
