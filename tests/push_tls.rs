@@ -133,8 +133,16 @@ fn sinks_speak_mutual_tls_and_basic_auth_and_reload() {
             (sample(&m, "sonde_push_retries_total", &[]).unwrap_or(0.0) > 0.0).then_some(())
         },
     );
+    // Several snapshots wait in the spool (one pull a second).
+    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(query("sonde_build_info"), 0);
-    // Reload with the right password: the spooled snapshots go through.
+    // Reload with the right password: the snapshots spooled before it go
+    // through too (the never-delivered sink's start was stored).
+    let before_reload = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - 1.0;
     std::fs::write(
         &path,
         push("pw", true).replace("{PORT}", &push_port.to_string()),
@@ -145,6 +153,11 @@ fn sinks_speak_mutual_tls_and_basic_auth_and_reload() {
         "remote-written data over mTLS + basic auth",
         Duration::from_secs(30),
         || (query("sonde_build_info") > 0).then_some(()),
+    );
+    wait_for(
+        "the snapshots spooled before the reload",
+        Duration::from_secs(30),
+        || (query(&format!("sonde_build_info&time={before_reload}")) > 0).then_some(()),
     );
     let m = metrics(&pusher);
     let dropped: f64 = common::samples(&m, "sonde_push_snapshots_dropped_total")

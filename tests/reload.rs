@@ -201,3 +201,69 @@ fn reload_applies_samplers_ttl_token_and_certificate() {
         "the agent exited"
     );
 }
+
+/// After the privilege drop a reload cannot load BPF programs: a running
+/// eBPF sampler whose options change keeps running as it was, a newly
+/// enabled one is refused, both with "restart the agent", and the reload
+/// counts as a failure with the rest applied.
+#[test]
+fn reload_after_the_privilege_drop_refuses_bpf_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    let write = |extra: &str| {
+        std::fs::write(
+            &path,
+            format!("[listen]\naddress = \"127.0.0.1:0\"\n[defaults]\nenabled = false\n[samplers.syscall]\nenabled = true\n{extra}"),
+        )
+        .unwrap();
+    };
+    write("");
+    let agent = Agent::spawn(
+        &[path.to_str().unwrap()],
+        tempfile::tempdir().unwrap(),
+        "agent",
+    );
+    let scrape = || {
+        std::thread::sleep(Duration::from_millis(150));
+        agent.metrics()
+    };
+    let before = total(&scrape(), "syscalls_total", &[]);
+    assert!(before > 0.0);
+    write(
+        "latency = \"all\"\n[samplers.blockio]\nenabled = true\n[samplers.load]\nenabled = true\n",
+    );
+    hup(&agent);
+    let text = wait_for("the refused reload", Duration::from_secs(20), || {
+        let t = scrape();
+        (reloads(&t, "failure") == 1.0).then_some(t)
+    });
+    // The procfs sampler started; the BPF ones did not load anything.
+    assert!(!samples(&text, "load_tasks_running").is_empty());
+    assert!(
+        samples(&text, "syscall_latency_seconds_count").is_empty(),
+        "syscall restarted with latency on"
+    );
+    let after = total(&text, "syscalls_total", &[]);
+    assert!(
+        after >= before,
+        "syscalls_total went from {before} to {after}"
+    );
+    let list: Vec<serde_json::Value> =
+        serde_json::from_slice(&agent.get("/samplers").body).unwrap();
+    let blockio = list.iter().find(|s| s["name"] == "blockio").unwrap();
+    assert_eq!(blockio["status"], "failed", "{blockio}");
+    assert!(
+        blockio["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restart the agent"),
+        "{blockio}"
+    );
+    let syscall = list.iter().find(|s| s["name"] == "syscall").unwrap();
+    assert_eq!(syscall["status"], "active", "{syscall}");
+    let log: Vec<String> = agent.log.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("syscall: its settings changed") && l.contains("restart the agent")),
+        "no log line says why syscall kept its settings"
+    );
+}

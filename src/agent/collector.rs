@@ -458,11 +458,19 @@ impl Collector {
         let current: Vec<_> = self
             .instances()
             .iter()
-            .map(|i| (i.name, i.settings.clone()))
+            .map(|i| (i.name, i.settings.clone(), !i.programs.is_empty()))
             .collect();
-        for (name, settings) in current {
+        for (name, settings, bpf) in current {
             let new = InstanceSettings::of(name, config);
             if new == settings {
+                continue;
+            }
+            // A restart would need a BPF load, which the dropped
+            // capabilities no longer allow: keep it running as it is.
+            if bpf && new.enabled && privileges::dropped() {
+                failed.push(format!(
+                    "{name}: its settings changed, but restarting it loads BPF programs and capabilities were dropped after start (privileges.drop): restart the agent to apply them; it keeps running with the old settings"
+                ));
                 continue;
             }
             let Some(spec) = SamplerSpec::find(name) else {

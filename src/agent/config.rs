@@ -259,6 +259,27 @@ impl AgentConfig {
         };
         let privileges = section::<Privileges>(&mut c, &mut table, "privileges");
         let privileges_user = check_privileges(&mut c, &privileges);
+        if let (Some(p), Some(u)) = (&push_user, &privileges_user) {
+            if (p.uid, p.gid) != (u.uid, u.gid) {
+                c.problem(
+                    &[Segment::Key("privileges".into()), Segment::Key("user".into())],
+                    format!(
+                        "with [push] enabled it must be empty or the push user `{}`: starting the pusher as another user keeps CAP_SETUID, with which the agent could become root again",
+                        p.name
+                    ),
+                );
+            }
+        }
+        let secured = listen.tls_cert_file.is_some()
+            || listen.web_config_file.is_some()
+            || listen.bearer_token_file.is_some()
+            || !listen.basic_auth_users.is_empty();
+        if push.enabled && secured {
+            c.problem(
+                &[Segment::Key("push".into()), Segment::Key("enabled".into())],
+                "the pusher's [source] cannot pull an agent whose [listen] needs TLS or credentials (it has no TLS or auth keys yet): secure the endpoint with `allow` only, or leave [push] off",
+            );
+        }
         let config = AgentConfig {
             listen,
             push,

@@ -217,9 +217,19 @@ fn start_work(path: &Path, config: &PushConfig) -> anyhow::Result<Work> {
         .map(|s| {
             let kind = format!("{:?}", s.kind);
             let cursor_path = spool.cursor_path(&sink_id(&kind, &s.url.0));
-            // A new sink starts with what is pulled from now on.
-            let start =
-                spool::load_cursor(&cursor_path).or_else(|| spool.next_seq().checked_sub(1));
+            // A new sink starts with what is pulled from now on. That
+            // start is stored at once: a restart or reload before its first
+            // delivery must not skip what was spooled meanwhile.
+            let start = match spool::load_start(&cursor_path) {
+                Some(start) => start,
+                None => {
+                    let start = spool.next_seq().checked_sub(1);
+                    if let Err(e) = spool::store_start(&cursor_path, start) {
+                        tracing::warn!(sink = %s.url.0, "cannot store the cursor in {}: {e}", cursor_path.display());
+                    }
+                    start
+                }
+            };
             tracing::info!(sink = %s.url.0, "sink {kind}, cursor {start:?}");
             Sink::new(s, cursor_path, start)
         })

@@ -26,6 +26,12 @@ pub struct Security {
     bearer: Option<Vec<u8>>,
     allow: Vec<Cidr>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// Every file read (web config's certificates included), for the
+    /// change watcher.
+    files: Vec<PathBuf>,
+    /// A hash at the users' highest cost, checked for unknown names so
+    /// their timing matches a known name's.
+    dummy: String,
     /// SHA-256 of `Authorization` values that verified, so a scraper pays
     /// bcrypt once per credential, not once per scrape. Cleared with the
     /// settings on reload.
@@ -43,16 +49,13 @@ const VERIFIED_MAX: usize = 1024;
 /// time, so a flood of wrong passwords cannot starve `/metrics` of CPU.
 static BCRYPT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
-/// A hash of a password nobody has, verified for unknown user names so a
-/// client cannot tell names from passwords by timing.
-const DUMMY_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
-
 impl Security {
     /// Reads every file `listen` names (relative paths from the working
     /// directory; paths inside a web config from the web config's own
     /// directory, as exporter-toolkit does). Every problem is returned.
     pub fn load(listen: &Listen) -> Result<Security, Vec<KeyProblem>> {
         let mut problems = Vec::new();
+        let mut files = listen.files();
         let mut tls_files = None;
         let mut users = listen.basic_auth_users.clone();
         let mut headers = Vec::new();
@@ -71,6 +74,16 @@ impl Security {
         if let Some(path) = &listen.web_config_file {
             match web_config(path) {
                 Ok(web) => {
+                    if let Some(t) = &web.tls {
+                        for pem in [Some(&t.cert), Some(&t.key), t.client_ca.as_ref()]
+                            .into_iter()
+                            .flatten()
+                        {
+                            if let Pem::File(p, _) = pem {
+                                files.push(p.clone());
+                            }
+                        }
+                    }
                     tls_files = web.tls;
                     users = web.users;
                     headers = web.headers;
@@ -121,14 +134,30 @@ impl Security {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let cost = users
+            .values()
+            .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+            .map(|p| p.get_cost())
+            .max();
+        let dummy = match cost {
+            Some(c) => bcrypt::hash("no password matches this", c).unwrap_or_default(),
+            None => String::new(),
+        };
         Ok(Security {
             tls,
             users,
             bearer,
             allow: listen.allow.clone(),
             headers,
+            files,
+            dummy,
             verified: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Every file these settings were read from.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
     }
 
     /// The TLS settings when the listener serves https.
@@ -190,10 +219,12 @@ impl Security {
         let (user, password) = text.split_once(':').ok_or(Denied)?;
         let (hash, known) = match self.users.get(user) {
             Some(h) => (h.clone(), true),
-            None => (DUMMY_HASH.to_string(), false),
+            None => (self.dummy.clone(), false),
         };
         let password = password.to_string();
-        let _permit = BCRYPT.acquire().await.map_err(|_| Denied)?;
+        // Both checks busy: refuse now rather than queue, so waiting
+        // requests cannot pile up and hold every connection slot.
+        let _permit = BCRYPT.try_acquire().map_err(|_| Denied)?;
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
             .ok()

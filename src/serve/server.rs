@@ -48,6 +48,17 @@ const MAX_BODY: u64 = 64 << 10;
 const MAX_HEADER: usize = 16 << 10;
 /// Shutdown waits this long for in-flight responses.
 const DRAIN: Duration = Duration::from_secs(5);
+/// Whether two settings serve the same TLS: only the same built config
+/// is, so any reload or file change with TLS on makes clients handshake
+/// again (cheap, and a revoked CA or key takes effect at once).
+fn same_tls(a: &Security, b: &Security) -> bool {
+    match (a.tls(), b.tls()) {
+        (None, None) => true,
+        (Some(x), Some(y)) => Arc::ptr_eq(&x, &y),
+        _ => false,
+    }
+}
+
 /// Certificate, key and token files are checked for changes this often.
 const FILE_POLL: Duration = Duration::from_secs(5);
 
@@ -102,7 +113,47 @@ impl Shared {
     }
 
     fn set(&self, s: Settings) {
-        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+        let tls_changed = {
+            let mut current = self.settings.write().unwrap_or_else(|e| e.into_inner());
+            let changed = !same_tls(&current.security, &s.security);
+            *current = Arc::new(s);
+            changed
+        };
+        if tls_changed {
+            self.close_idle();
+        }
+    }
+
+    /// Swaps in `s` only if the settings are still `old` (a reload may have
+    /// replaced them meanwhile, and must win).
+    fn replace(&self, old: &Arc<Settings>, s: Settings) -> bool {
+        let tls_changed = {
+            let mut current = self.settings.write().unwrap_or_else(|e| e.into_inner());
+            if !Arc::ptr_eq(&current, old) {
+                return false;
+            }
+            let changed = !same_tls(&current.security, &s.security);
+            *current = Arc::new(s);
+            changed
+        };
+        if tls_changed {
+            self.close_idle();
+        }
+        true
+    }
+
+    /// Closes the connections not mid-request: after a certificate or CA
+    /// change, clients must handshake again (a revoked client CA must not
+    /// keep access through keep-alive).
+    fn close_idle(&self) {
+        let mut conns = self.conns();
+        conns.retain(|_, c| {
+            let busy = c.state.in_flight.load(Ordering::Relaxed);
+            if !busy {
+                c.kill.notify_one();
+            }
+            busy
+        });
     }
 
     fn conns(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Conn>> {
@@ -240,7 +291,7 @@ pub async fn start(listen: &Listen, config: &Path) -> anyhow::Result<(Server, Ha
     let listener = super::bind(listen, config).await?;
     let shared = Arc::new(Shared {
         settings: RwLock::new(Arc::new(Settings {
-            stamps: stamps(listen),
+            stamps: stamps(&security),
             listen: listen.clone(),
             security: Arc::new(security),
         })),
@@ -272,8 +323,10 @@ pub fn check(listen: &Listen) -> Vec<KeyProblem> {
     Security::load(listen).err().unwrap_or_default()
 }
 
-fn stamps(listen: &Listen) -> Vec<Option<SystemTime>> {
-    listen
+/// Modification times of the files `security` was built from (the web
+/// config's own certificate files included).
+fn stamps(security: &Security) -> Vec<Option<SystemTime>> {
+    security
         .files()
         .iter()
         .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
@@ -302,7 +355,7 @@ impl Handle {
             tracing::info!("now listening on {}", listen.address.0);
         }
         self.shared.set(Settings {
-            stamps: stamps(listen),
+            stamps: stamps(&security),
             listen: listen.clone(),
             security: Arc::new(security),
         });
@@ -404,6 +457,24 @@ fn admit(
     stop: &watch::Receiver<bool>,
 ) {
     let settings = shared.settings();
+    // Outside `allow`: refused before a slot, a handshake or a header read.
+    // Plain http gets its 403 at once; TLS clients are closed (a 403 would
+    // need the handshake first).
+    if !settings.security.allows(peer.ip()) {
+        REJECTS.address.add(1);
+        if settings.security.tls().is_none() {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                let mut stream = stream;
+                let answer =
+                    b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+        return;
+    }
     let state = Arc::new(ConnState {
         accepted_ms: now_ms(),
         ..ConnState::default()
@@ -541,6 +612,9 @@ async fn handle(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(security.challenge()),
         );
+        // One connection cannot queue wrong password after wrong password.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return resp;
     }
     let too_large = req
@@ -578,19 +652,21 @@ async fn watch_files(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(FILE_POLL).await;
         let current = shared.settings();
-        let now = stamps(&current.listen);
+        let now = stamps(&current.security);
         if now == current.stamps || failed.as_ref() == Some(&now) {
             continue;
         }
         match Security::load(&current.listen) {
             Ok(security) => {
-                tracing::info!("reloaded the TLS/auth files of [listen]");
                 failed = None;
-                shared.set(Settings {
-                    stamps: now,
+                let new = Settings {
+                    stamps: stamps(&security),
                     listen: current.listen.clone(),
                     security: Arc::new(security),
-                });
+                };
+                if shared.replace(&current, new) {
+                    tracing::info!("reloaded the TLS/auth files of [listen]");
+                }
             }
             Err(p) => {
                 tracing::error!(

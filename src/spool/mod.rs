@@ -362,16 +362,39 @@ fn read_cursors(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
-/// A sink's last delivered sequence number, if it has one.
-pub fn load_cursor(path: &Path) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
 /// Replaces the cursor file atomically (write, fsync, rename).
 pub fn store_cursor(path: &Path, seq: u64) -> io::Result<()> {
+    write_atomically(path, seq.to_string().as_bytes())
+}
+
+/// Where a sink starts: `Some(seq)` after `seq`, `None` from the first
+/// entry. Stored when a sink first starts, so a restart or reload before
+/// its first delivery starts it at the same place.
+pub fn store_start(path: &Path, start: Option<u64>) -> io::Result<()> {
+    match start {
+        Some(seq) => store_cursor(path, seq),
+        None => write_atomically(path, NONE_DELIVERED),
+    }
+}
+
+/// The stored start or cursor: `None` when the sink has no file (a new
+/// sink), `Some(None)` when it delivered nothing since it was added.
+pub fn load_start(path: &Path) -> Option<Option<u64>> {
+    let text = fs::read_to_string(path).ok()?;
+    if text.trim().as_bytes() == NONE_DELIVERED {
+        return Some(None);
+    }
+    text.trim().parse().ok().map(Some)
+}
+
+/// A cursor file's content for "nothing delivered yet" (not a number, so
+/// `read_cursors` skips it).
+const NONE_DELIVERED: &[u8] = b"none";
+
+fn write_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp)?;
-    f.write_all(seq.to_string().as_bytes())?;
+    f.write_all(content)?;
     f.sync_data()?;
     fs::rename(&tmp, path)
 }

@@ -87,5 +87,8 @@ fn limits_drop_the_oldest_and_say_for_whom() {
     // Cursor files round-trip.
     let cursor = dir.path().join("cursor-x");
     store_cursor(&cursor, 41).unwrap();
-    assert_eq!(load_cursor(&cursor), Some(41));
+    assert_eq!(load_start(&cursor), Some(Some(41)));
+    store_start(&cursor, None).unwrap();
+    assert_eq!(load_start(&cursor), Some(None));
+    assert_eq!(load_start(&dir.path().join("cursor-missing")), None);
 }

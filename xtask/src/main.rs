@@ -30,7 +30,7 @@ const BUILD_PACKAGES: &[&str] = &[
 /// a real dockerd and a static busybox to run in it (tests/docker.rs);
 /// openssl, curl and htpasswd for TLS and auth (tests/security.rs);
 /// systemd for `systemd-analyze verify` of the units (tests/systemd.rs and
-/// the package step).
+/// the package step); adduser, which the package depends on.
 const TEST_PACKAGES: &[&str] = &[
     "prometheus",
     "docker.io",
@@ -39,6 +39,7 @@ const TEST_PACKAGES: &[&str] = &[
     "curl",
     "apache2-utils",
     "systemd",
+    "adduser",
 ];
 
 const USAGE: &str = "usage: cargo xtask <command>

@@ -351,8 +351,10 @@ pub fn install_check() -> Result<()> {
     eprintln!("xtask: package: building");
     let deb = build(None)?;
     eprintln!("xtask: package: dpkg -i {}", deb.display());
-    status(Command::new("dpkg").arg("-i").arg(&deb))?;
-    let checked = installed_checks();
+    let installed = status(Command::new("dpkg").arg("-i").arg(&deb));
+    // Purged even when the install failed half-way: a half-configured
+    // package would block every later run.
+    let checked = installed.and_then(|()| installed_checks());
     eprintln!("xtask: package: dpkg --purge sonde");
     let purged = status(Command::new("dpkg").args(["--purge", "sonde"]));
     checked?;

@@ -10,6 +10,7 @@ mod proc;
 mod recorder;
 mod report;
 mod scrape;
+mod transport;
 mod workloads;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,9 @@ const BENCH_PACKAGES: &[&str] = &[
     "redis-server",
     "redis-tools",
     "fio",
+    "curl",
+    "openssl",
+    "apache2-utils",
 ];
 
 /// How long each phase runs.
@@ -170,6 +174,10 @@ fn phases(plan: &Plan, dir: &Path, report: &mut Report, only_recorder: bool) -> 
     drop(ne);
     drop(agent);
     report.scrape_table(&scrape, startup, startup_cpu, map_bytes);
+
+    eprintln!("xtask: bench: the cost of TLS and auth per scrape");
+    let transport = transport::measure(dir)?;
+    report.transport_table(&transport);
 
     eprintln!(
         "xtask: bench: cgroup and processes passes ({} cgroups, {} processes)",

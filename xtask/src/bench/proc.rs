@@ -56,7 +56,11 @@ impl Proc {
             if stderr.read_line(&mut line)? == 0 {
                 bail!("the agent exited before listening");
             }
-            if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+            let rest = line
+                .split("listening on http://127.0.0.1:")
+                .nth(1)
+                .or_else(|| line.split("listening on https://127.0.0.1:").nth(1));
+            if let Some(rest) = rest {
                 let port = rest.split('/').next().unwrap_or("").parse()?;
                 // Keep draining its log so it never blocks on a full pipe.
                 let mut rest = self.stderr.take().unwrap();
