@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -69,28 +68,7 @@ impl TestCgroup {
         let mut c = Command::new(program);
         c.args(args);
         let procs: Vec<PathBuf> = self.dirs.iter().map(|d| d.join("cgroup.procs")).collect();
-        // SAFETY: only async-signal-safe work between fork and exec:
-        // open/write/close of paths prepared before the fork.
-        let procs: Vec<std::ffi::CString> = procs
-            .iter()
-            .map(|p| std::ffi::CString::new(p.to_str().unwrap()).unwrap())
-            .collect();
-        unsafe {
-            c.pre_exec(move || {
-                for p in &procs {
-                    let fd = libc::open(p.as_ptr(), libc::O_WRONLY);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let ok = libc::write(fd, b"0\n".as_ptr().cast(), 2) == 2;
-                    libc::close(fd);
-                    if !ok {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        common::join_cgroups_before_exec(&mut c, &procs);
         c
     }
 

@@ -404,34 +404,14 @@ impl TestCgroup {
     /// Starts `sh -c script` in this cgroup (it moves itself in before it
     /// execs), in a process group of its own.
     fn spawn(&self, script: &str) -> Child {
-        let procs: Vec<std::ffi::CString> = self
-            .dirs
-            .iter()
-            .map(|d| std::ffi::CString::new(d.join("cgroup.procs").to_str().unwrap()).unwrap())
-            .collect();
+        let procs: Vec<std::path::PathBuf> =
+            self.dirs.iter().map(|d| d.join("cgroup.procs")).collect();
         let mut c = Command::new("sh");
         c.args(["-c", script])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);
-        // SAFETY: only async-signal-safe work between fork and exec:
-        // open/write/close of paths prepared before the fork.
-        unsafe {
-            c.pre_exec(move || {
-                for p in &procs {
-                    let fd = libc::open(p.as_ptr(), libc::O_WRONLY);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let ok = libc::write(fd, b"0\n".as_ptr().cast(), 2) == 2;
-                    libc::close(fd);
-                    if !ok {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        common::join_cgroups_before_exec(&mut c, &procs);
         c.spawn().expect("start the cgroup's workload")
     }
 }

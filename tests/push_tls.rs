@@ -7,7 +7,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::tls::{curl, Pki};
+use common::tls::{curl, htpasswd, Pki};
 use common::{free_port, sample, tool, wait_for, Agent};
 
 struct Prom(Child);
@@ -22,20 +22,6 @@ impl Drop for Prom {
 fn hup(child: &Child) {
     // SAFETY: kill with a valid pid and signal.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
-}
-
-fn htpasswd(user: &str, password: &str) -> String {
-    let out = Command::new(tool("htpasswd"))
-        .args(["-nbBC", "10", user, password])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .split_once(':')
-        .unwrap()
-        .1
-        .to_string()
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::prometheus::Prometheus;
-use common::tls::{curl, Pki};
+use common::tls::{curl, htpasswd, Pki};
 use common::{sample, tool, wait_for, Agent};
 
 /// An agent with only the `load` sampler and `listen` as its [listen] body.
@@ -25,16 +25,6 @@ fn agent(dir: &Path, listen: &str) -> Agent {
     .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     Agent::spawn(&[config.to_str().unwrap()], tmp, "agent")
-}
-
-fn htpasswd(user: &str, password: &str) -> String {
-    let out = Command::new(tool("htpasswd"))
-        .args(["-nbBC", "10", user, password])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let line = String::from_utf8(out.stdout).unwrap();
-    line.trim().split_once(':').unwrap().1.to_string()
 }
 
 fn rejected(text: &str, reason: &str) -> f64 {

@@ -579,3 +579,31 @@ pub fn once_with(samplers: &[&str], edit: impl Fn(String) -> String) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Makes `cmd` move itself into the cgroups whose `cgroup.procs` files are
+/// `procs` between fork and exec, so everything it runs is counted there.
+pub fn join_cgroups_before_exec(cmd: &mut Command, procs: &[PathBuf]) {
+    use std::os::unix::process::CommandExt as _;
+    let procs: Vec<std::ffi::CString> = procs
+        .iter()
+        .map(|p| std::ffi::CString::new(p.to_str().unwrap()).unwrap())
+        .collect();
+    // SAFETY: only async-signal-safe work between fork and exec:
+    // open/write/close of paths prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            for p in &procs {
+                let fd = libc::open(p.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let ok = libc::write(fd, b"0\n".as_ptr().cast(), 2) == 2;
+                libc::close(fd);
+                if !ok {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}

@@ -125,3 +125,15 @@ pub fn curl(url: &str, args: &[&str]) -> Curl {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// The bcrypt hash `htpasswd -nbBC 10 USER PASSWORD` prints (after the
+/// colon): what users put in `basic_auth_users`.
+pub fn htpasswd(user: &str, password: &str) -> String {
+    let out = Command::new(tool("htpasswd"))
+        .args(["-nbBC", "10", user, password])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "htpasswd failed");
+    let line = String::from_utf8(out.stdout).unwrap();
+    line.trim().split_once(':').unwrap().1.to_string()
+}
