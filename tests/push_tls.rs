@@ -1,5 +1,6 @@
 //! The pusher's sinks over TLS with a client certificate and basic auth,
-//! into a real Prometheus whose own web config demands both; and SIGHUP
+//! into a real Prometheus whose own web config demands both; the pullers'
+//! sources against an agent that wants TLS and credentials; and SIGHUP
 //! reloads of the pusher and the exporter.
 
 mod common;
@@ -217,4 +218,118 @@ fn exporter_reload_switches_sources() {
         text().contains("which=\"second\""),
         "a bad reload changed the sources"
     );
+}
+
+/// The exporter and the pusher pull an agent that serves https and wants
+/// credentials; a source key that names a missing file is a located error.
+#[test]
+fn pullers_reach_a_secured_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "src");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "agent-token\n").unwrap();
+    let agent_toml = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_toml,
+        format!(
+            "[listen]\naddress = \"127.0.0.1:0\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nbearer_token_file = \"{}\"\nbasic_auth_users = {{ puller = \"{}\" }}\n[defaults]\nenabled = false\n[samplers.load]\nenabled = true\n",
+            pki.path("server.pem"),
+            pki.path("server.key"),
+            token.display(),
+            htpasswd("puller", "pw"),
+        ),
+    )
+    .unwrap();
+    let agent = Agent::spawn(
+        &[agent_toml.to_str().unwrap()],
+        tempfile::tempdir().unwrap(),
+        "agent",
+    );
+    let base = format!("https://127.0.0.1:{}", agent.port);
+    let exporter_toml = dir.path().join("exporter.toml");
+    std::fs::write(
+        &exporter_toml,
+        format!(
+            "[listen]\naddress = \"127.0.0.1:0\"\n[general]\ninterval = \"1s\"\n[[sources]]\nurl = \"{base}\"\ntls_ca_file = \"{}\"\nbearer_token_file = \"{}\"\n",
+            pki.path("ca.pem"),
+            token.display()
+        ),
+    )
+    .unwrap();
+    let exporter = Agent::spawn(
+        &["exporter", exporter_toml.to_str().unwrap()],
+        tempfile::tempdir().unwrap(),
+        "exporter",
+    );
+    let text = common::http(&exporter.url("/metrics"), &[]).text();
+    assert_eq!(
+        sample(&text, "sonde_exporter_source_up", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(text.contains("load_tasks_running"), "nothing relayed");
+
+    let server = common::TestServer::start(|_, _| (200, vec![], vec![]));
+    let push_toml = dir.path().join("push.toml");
+    std::fs::write(
+        &push_toml,
+        format!(
+            "[source]\nurl = \"{base}\"\ninterval = \"1s\"\ntls_ca_file = \"{}\"\nbasic_auth = {{ username = \"puller\", password = \"pw\" }}\n[spool]\npath = \"{}\"\n[listen]\naddress = \"127.0.0.1:0\"\n[[sinks]]\nkind = \"http\"\nurl = \"{}\"\n",
+            pki.path("ca.pem"),
+            dir.path().join("spool").display(),
+            server.url("/in")
+        ),
+    )
+    .unwrap();
+    let _pusher = Agent::spawn(
+        &["push", push_toml.to_str().unwrap()],
+        tempfile::tempdir().unwrap(),
+        "push",
+    );
+    wait_for(
+        "snapshots pulled over TLS with basic auth",
+        Duration::from_secs(20),
+        || (!server.requests("/in").is_empty()).then_some(()),
+    );
+
+    let hindsight_toml = dir.path().join("hindsight.toml");
+    std::fs::write(
+        &hindsight_toml,
+        format!(
+            "[source]\nurl = \"{base}\"\ninterval = \"1s\"\ntls_ca_file = \"{}\"\nbearer_token_file = \"{}\"\n[buffer]\npath = \"{}\"\n[dump]\noutput_dir = \"{}\"\n[listen]\naddress = \"127.0.0.1:0\"\n",
+            pki.path("ca.pem"),
+            token.display(),
+            dir.path().join("buffer").display(),
+            dir.path().join("dumps").display()
+        ),
+    )
+    .unwrap();
+    let hindsight = Agent::spawn(
+        &["hindsight", hindsight_toml.to_str().unwrap()],
+        tempfile::tempdir().unwrap(),
+        "hindsight",
+    );
+    wait_for(
+        "hindsight pulls over TLS with a token",
+        Duration::from_secs(20),
+        || {
+            let m = common::http(&hindsight.url("/metrics"), &[]).text();
+            (sample(&m, "sonde_hindsight_pulls_total", &["result=\"ok\""]).unwrap_or(0.0) > 0.0)
+                .then_some(())
+        },
+    );
+
+    std::fs::write(
+        &exporter_toml,
+        format!("[[sources]]\nurl = \"{base}\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .arg("check")
+        .arg(&exporter_toml)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("key `sources[0].tls_ca_file`"), "{err}");
 }

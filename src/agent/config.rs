@@ -270,16 +270,6 @@ impl AgentConfig {
                 );
             }
         }
-        let secured = listen.tls_cert_file.is_some()
-            || listen.web_config_file.is_some()
-            || listen.bearer_token_file.is_some()
-            || !listen.basic_auth_users.is_empty();
-        if push.enabled && secured {
-            c.problem(
-                &[Segment::Key("push".into()), Segment::Key("enabled".into())],
-                "the pusher's [source] cannot pull an agent whose [listen] needs TLS or credentials (it has no TLS or auth keys yet): secure the endpoint with `allow` only, or leave [push] off",
-            );
-        }
         let config = AgentConfig {
             listen,
             push,

@@ -9,6 +9,7 @@ use crate::config::{
     check_sections, listen_section, section, Checker, ConfigError, HttpUrl, HumanDuration, Listen,
     LogConfig, Segment, Source,
 };
+use crate::snapshot::upstream::{self, Upstream};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4252";
 
@@ -43,6 +44,9 @@ pub struct SourceConfig {
     pub url: HttpUrl,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// TLS and credentials for an agent whose `[listen]` needs them.
+    #[serde(skip)]
+    pub upstream: Upstream,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,9 +80,23 @@ impl ExporterConfig {
         let log = section::<LogConfig>(&mut c, &mut table, "log");
         let prometheus = section::<Prometheus>(&mut c, &mut table, "prometheus");
         let sources: Vec<SourceConfig> = match table.remove("sources") {
-            Some(v) => c
-                .deserialize(&[Segment::Key("sources".into())], v)
-                .unwrap_or_default(),
+            Some(mut v) => {
+                // Each source's TLS and credential keys, by index.
+                let mut upstreams = Vec::new();
+                if let toml::Value::Array(items) = &mut v {
+                    for (i, item) in items.iter_mut().enumerate() {
+                        let at = [Segment::Key("sources".into()), Segment::Index(i)];
+                        upstreams.push(upstream::take(&mut c, &at, Some(item)));
+                    }
+                }
+                let mut sources: Vec<SourceConfig> = c
+                    .deserialize(&[Segment::Key("sources".into())], v)
+                    .unwrap_or_default();
+                for (s, u) in sources.iter_mut().zip(upstreams) {
+                    s.upstream = u;
+                }
+                sources
+            }
             None => {
                 c.problem(&[], "no [[sources]]: add at least one, e.g. [[sources]] url = \"http://127.0.0.1:4251\"");
                 Vec::new()

@@ -25,6 +25,7 @@ use crate::prometheus::{Format, Renderer};
 use crate::runtime::{self, Events, Ticker};
 use crate::serve::{self, accepts_gzip, negotiated, Gzip};
 use crate::snapshot::fetch::{self, Failure};
+use crate::snapshot::upstream::Upstream;
 use config::ExporterConfig;
 use relay::{Settings, SourceState};
 
@@ -127,8 +128,21 @@ async fn start_pulling(
         config.prometheus.percentiles.clone(),
         config.prometheus.histograms,
     );
+    let shared_client = fetch::client();
+    // The files were checked at load; broken since, the pulls say why.
+    let auth = config
+        .sources
+        .iter()
+        .map(|s| {
+            let client = s.upstream.client().ok().flatten();
+            (
+                client.unwrap_or_else(|| shared_client.clone()),
+                s.upstream.clone(),
+            )
+        })
+        .collect();
     let mut puller = Puller {
-        client: fetch::client(),
+        auth,
         sources,
         settings,
         interval: config.general.interval.0,
@@ -156,7 +170,8 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
 }
 
 struct Puller {
-    client: reqwest::Client,
+    /// Per source: its client (its own with TLS files) and credentials.
+    auth: Vec<(reqwest::Client, Upstream)>,
     sources: Vec<SourceState>,
     settings: Settings,
     interval: Duration,
@@ -184,13 +199,14 @@ impl Puller {
         let tasks: Vec<_> = self
             .sources
             .iter()
-            .map(|s| {
-                let client = self.client.clone();
+            .zip(&self.auth)
+            .map(|(s, (client, upstream))| {
+                let (client, upstream) = (client.clone(), upstream.clone());
                 let url = s.binary_url.clone();
                 let timeout = self.timeout;
                 tokio::spawn(async move {
                     let start = Instant::now();
-                    let r = fetch::snapshot(&client, &url, timeout).await;
+                    let r = fetch::snapshot(&client, &url, &upstream, timeout).await;
                     (r.map(|(snapshot, _)| snapshot), start.elapsed())
                 })
             })

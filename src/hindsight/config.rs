@@ -9,6 +9,7 @@ use crate::config::{
     check_sections, listen_section, section, ByteSize, Checker, ConfigError, HttpUrl,
     HumanDuration, Listen, LogConfig, Segment, Source,
 };
+use crate::snapshot::upstream::{self, Upstream};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4254";
 
@@ -26,6 +27,9 @@ pub struct HindsightConfig {
 pub struct SourceConfig {
     pub url: HttpUrl,
     pub interval: HumanDuration,
+    /// TLS and credentials for an agent whose `[listen]` needs them.
+    #[serde(skip)]
+    pub upstream: Upstream,
 }
 
 impl Default for SourceConfig {
@@ -33,6 +37,7 @@ impl Default for SourceConfig {
         SourceConfig {
             url: HttpUrl("http://127.0.0.1:4251".into()),
             interval: HumanDuration(Duration::from_secs(1)),
+            upstream: Upstream::default(),
         }
     }
 }
@@ -82,7 +87,13 @@ impl HindsightConfig {
             &table,
             &["source", "buffer", "dump", "listen", "log"],
         );
-        let src = section::<SourceConfig>(&mut c, &mut table, "source");
+        let upstream = upstream::take(
+            &mut c,
+            &[Segment::Key("source".into())],
+            table.get_mut("source"),
+        );
+        let mut src = section::<SourceConfig>(&mut c, &mut table, "source");
+        src.upstream = upstream;
         let buffer = section::<Buffer>(&mut c, &mut table, "buffer");
         let dump = section::<Dump>(&mut c, &mut table, "dump");
         let listen = listen_section(&mut c, &mut table, DEFAULT_LISTEN);

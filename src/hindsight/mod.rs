@@ -30,6 +30,7 @@ use crate::registry::Series;
 use crate::runtime::{self, Event, Events, Ticker};
 use crate::serve::{self, bytes_response};
 use crate::snapshot::fetch;
+use crate::snapshot::upstream::Upstream;
 use crate::spool::{Entry, Spool};
 use config::HindsightConfig;
 
@@ -93,6 +94,7 @@ struct Shared {
     output_dir: PathBuf,
     url: String,
     client: reqwest::Client,
+    upstream: Upstream,
     dumps_ok: Arc<Series>,
     dumps_error: Arc<Series>,
 }
@@ -151,7 +153,15 @@ async fn serve_config(path: &Path, config: HindsightConfig) -> anyhow::Result<()
         interval: config.source.interval.0,
         output_dir: config.dump.output_dir.clone(),
         url: config.source.url.0.clone(),
-        client: fetch::client(),
+        // The files were checked at load; broken since, the pulls say why.
+        client: config
+            .source
+            .upstream
+            .client()
+            .ok()
+            .flatten()
+            .unwrap_or_else(fetch::client),
+        upstream: config.source.upstream.clone(),
         dumps_ok: DUMPS.series(&["ok"]),
         dumps_error: DUMPS.series(&["error"]),
     });
@@ -216,7 +226,7 @@ async fn record(shared: Arc<Shared>) {
     let mut failing = false;
     loop {
         ticker.tick().await;
-        match fetch::snapshot(&shared.client, &url, timeout).await {
+        match fetch::snapshot(&shared.client, &url, &shared.upstream, timeout).await {
             Ok((s, body)) => {
                 let mut spool = shared.spool.lock().unwrap_or_else(|p| p.into_inner());
                 match spool.append(unix_ms(s.stamp.systemtime), &body) {

@@ -9,6 +9,7 @@ use crate::config::{
     check_sections, listen_section, section, ByteSize, Checker, ConfigError, HttpUrl,
     HumanDuration, Listen, LogConfig, Segment, Source,
 };
+use crate::snapshot::upstream::{self, BasicAuth, Upstream};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4253";
 
@@ -26,6 +27,9 @@ pub struct PushConfig {
 pub struct SourceConfig {
     pub url: HttpUrl,
     pub interval: HumanDuration,
+    /// TLS and credentials for an agent whose `[listen]` needs them.
+    #[serde(skip)]
+    pub upstream: Upstream,
 }
 
 impl Default for SourceConfig {
@@ -33,6 +37,7 @@ impl Default for SourceConfig {
         SourceConfig {
             url: HttpUrl("http://127.0.0.1:4251".into()),
             interval: HumanDuration(Duration::from_secs(10)),
+            upstream: Upstream::default(),
         }
     }
 }
@@ -87,13 +92,16 @@ pub struct Sink {
     pub format: Option<SinkFormat>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    pub username: String,
-    pub password: Option<String>,
-    /// Read at every send, so a rotated password needs no reload.
-    pub password_file: Option<PathBuf>,
+impl Sink {
+    pub fn upstream(&self) -> Upstream {
+        Upstream {
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_key_file: self.tls_key_file.clone(),
+            bearer_token_file: self.bearer_token_file.clone(),
+            basic_auth: self.basic_auth.clone(),
+        }
+    }
 }
 
 impl PushConfig {
@@ -109,7 +117,13 @@ impl PushConfig {
             &table,
             &["source", "spool", "sinks", "listen", "log"],
         );
-        let src = section::<SourceConfig>(&mut c, &mut table, "source");
+        let upstream = upstream::take(
+            &mut c,
+            &[Segment::Key("source".into())],
+            table.get_mut("source"),
+        );
+        let mut src = section::<SourceConfig>(&mut c, &mut table, "source");
+        src.upstream = upstream;
         let spool = section::<Spool>(&mut c, &mut table, "spool");
         let listen = listen_section(&mut c, &mut table, DEFAULT_LISTEN);
         crate::serve::check_listen(&mut c, &listen);
@@ -155,45 +169,8 @@ impl PushConfig {
             if sinks[..i].iter().any(|o| o.url.0 == s.url.0) {
                 c.problem(&at("url"), format!("`{}` is listed twice", s.url.0));
             }
-            if let Some(p) = &s.bearer_token_file {
-                if let Err(e) = std::fs::metadata(p) {
-                    c.problem(
-                        &at("bearer_token_file"),
-                        format!("cannot read {}: {e}", p.display()),
-                    );
-                }
-            }
-            if s.tls_cert_file.is_some() != s.tls_key_file.is_some() {
-                c.problem(
-                    &at("tls_cert_file"),
-                    "tls_cert_file and tls_key_file go together: set both for a client certificate",
-                );
-            } else if let Err(e) = super::sink::tls_client(&super::sink::TlsFiles::of(s)) {
-                let key = if e.contains("tls_ca_file") {
-                    "tls_ca_file"
-                } else {
-                    "tls_cert_file"
-                };
-                c.problem(&at(key), e);
-            }
-            if let Some(b) = &s.basic_auth {
-                if b.password.is_some() == b.password_file.is_some() {
-                    c.problem(&at("basic_auth"), "set one of password and password_file");
-                }
-                if s.bearer_token_file.is_some() {
-                    c.problem(
-                        &at("basic_auth"),
-                        "set basic_auth or bearer_token_file, not both",
-                    );
-                }
-                if let Some(p) = &b.password_file {
-                    if let Err(e) = std::fs::metadata(p) {
-                        c.problem(
-                            &at("basic_auth"),
-                            format!("cannot read password_file {}: {e}", p.display()),
-                        );
-                    }
-                }
+            for (key, message) in s.upstream().check() {
+                c.problem(&at(key), message);
             }
             if s.kind == SinkKind::RemoteWrite && s.format.is_some() {
                 c.problem(

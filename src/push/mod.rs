@@ -251,8 +251,11 @@ fn start_work(path: &Path, config: &PushConfig) -> anyhow::Result<Work> {
     for s in sinks {
         tasks.push(tokio::spawn(s.run(Arc::clone(&shared), client.clone())));
     }
+    let upstream = config.source.upstream.clone();
     let puller = Puller {
-        client,
+        // The files were checked at load; broken since, the pulls say why.
+        client: upstream.client().ok().flatten().unwrap_or(client),
+        upstream,
         url: fetch::binary_url(&config.source.url.0),
         interval: config.source.interval.0,
         shared: Arc::clone(&shared),
@@ -279,6 +282,7 @@ struct SinkHandle {
 
 struct Puller {
     client: reqwest::Client,
+    upstream: crate::snapshot::upstream::Upstream,
     url: String,
     interval: Duration,
     shared: Arc<Shared>,
@@ -297,7 +301,7 @@ impl Puller {
             ticker.tick().await;
             let start = Instant::now();
             let timeout = self.interval.min(Duration::from_secs(10));
-            match fetch::snapshot(&self.client, &self.url, timeout).await {
+            match fetch::snapshot(&self.client, &self.url, &self.upstream, timeout).await {
                 Ok((snapshot, body)) => {
                     let ms = snapshot
                         .stamp

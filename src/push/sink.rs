@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{self, HeaderValue};
+use reqwest::header;
 use reqwest::StatusCode;
 
 use super::config::{Sink as SinkConfig, SinkFormat, SinkKind};
 use super::{now_ms, Shared};
 use crate::registry::Series;
 use crate::serve::Gzip;
+use crate::snapshot::upstream::{self, Upstream};
 use crate::snapshot::{self, fetch};
 
 crate::family! {
@@ -76,10 +77,7 @@ pub struct Sink {
     pub name: String,
     kind: SinkKind,
     url: String,
-    token_file: Option<PathBuf>,
-    basic_auth: Option<super::config::BasicAuth>,
-    /// Its own client when it has TLS files; else the shared one is used.
-    tls: Option<SinkTls>,
+    upstream: Upstream,
     format: SinkFormat,
     cursor_path: PathBuf,
     /// Last delivered sequence number, `u64::MAX` for none; read by the
@@ -99,88 +97,6 @@ enum Outcome {
     Reject(String),
 }
 
-/// A sink's `tls_*` files.
-#[derive(Clone, Default)]
-pub struct TlsFiles {
-    pub ca: Option<PathBuf>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-}
-
-impl TlsFiles {
-    pub fn of(config: &SinkConfig) -> TlsFiles {
-        TlsFiles {
-            ca: config.tls_ca_file.clone(),
-            cert: config.tls_cert_file.clone(),
-            key: config.tls_key_file.clone(),
-        }
-    }
-
-    fn list(&self) -> Vec<PathBuf> {
-        [&self.ca, &self.cert, &self.key]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
-    }
-}
-
-/// The TLS files of a sink, when they were read, and the client made.
-struct SinkTls {
-    files: TlsFiles,
-    stamps: Vec<Option<SystemTime>>,
-    client: reqwest::Client,
-}
-
-fn stamps(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
-    files
-        .iter()
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .collect()
-}
-
-/// A client for a sink with `tls_ca_file` or a client certificate (the
-/// CA is trusted besides the usual roots); `None` when it has neither.
-pub fn tls_client(files: &TlsFiles) -> Result<Option<reqwest::Client>, String> {
-    if files.ca.is_none() && files.cert.is_none() {
-        return Ok(None);
-    }
-    let mut b = reqwest::Client::builder()
-        .user_agent(concat!("sonde/", env!("CARGO_PKG_VERSION")))
-        .use_rustls_tls();
-    if let Some(ca) = &files.ca {
-        let pem = std::fs::read(ca).map_err(|e| format!("tls_ca_file {}: {e}", ca.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("tls_ca_file {}: not PEM certificates: {e}", ca.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "tls_ca_file {}: no certificate in it",
-                ca.display()
-            ));
-        }
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
-    }
-    if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
-        let mut pem =
-            std::fs::read(cert).map_err(|e| format!("tls_cert_file {}: {e}", cert.display()))?;
-        pem.push(b'\n');
-        pem.extend(std::fs::read(key).map_err(|e| format!("tls_key_file {}: {e}", key.display()))?);
-        let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-            format!(
-                "tls_cert_file {} with tls_key_file {}: {e}",
-                cert.display(),
-                key.display()
-            )
-        })?;
-        b = b.identity(id);
-    }
-    b.build()
-        .map(Some)
-        .map_err(|e| format!("tls_cert_file: {e}"))
-}
-
 impl Sink {
     pub fn new(config: &SinkConfig, cursor_path: PathBuf, start: Option<u64>) -> Sink {
         let name = config.url.0.clone();
@@ -188,21 +104,7 @@ impl Sink {
         Sink {
             kind: config.kind,
             url: config.url.0.clone(),
-            token_file: config.bearer_token_file.clone(),
-            basic_auth: config.basic_auth.clone(),
-            tls: match tls_client(&TlsFiles::of(config)) {
-                Ok(Some(client)) => {
-                    let files = TlsFiles::of(config);
-                    Some(SinkTls {
-                        stamps: stamps(&files.list()),
-                        files,
-                        client,
-                    })
-                }
-                // Checked when the config was loaded; a file broken since
-                // fails the sends, which say so.
-                Ok(None) | Err(_) => None,
-            },
+            upstream: config.upstream(),
             format: config.format.unwrap_or_default(),
             cursor: Arc::new(AtomicU64::new(start.unwrap_or(u64::MAX))),
             cursor_path,
@@ -239,6 +141,7 @@ impl Sink {
 
     /// Delivers spooled snapshots forever, oldest first.
     pub async fn run(mut self, shared: Arc<Shared>, client: reqwest::Client) {
+        let mut client = upstream::Client::new(self.upstream.clone(), client);
         let mut backoff = BACKOFF_MIN;
         let mut failing = false;
         loop {
@@ -271,10 +174,9 @@ impl Sink {
             };
             let mut i = 0;
             let mut rejected = false;
-            self.refresh_tls();
             while i < requests.len() {
-                let client = self.tls.as_ref().map_or(&client, |t| &t.client).clone();
-                match self.send(&client, &requests[i]).await {
+                let c = client.current(&self.name);
+                match self.send(&c, &requests[i]).await {
                     Outcome::Delivered => {
                         i += 1;
                         backoff = BACKOFF_MIN;
@@ -347,28 +249,6 @@ impl Sink {
         }
     }
 
-    /// Rebuilds the client when a TLS file changed (certificate rotation
-    /// needs no reload); a broken new file keeps the old client, logged.
-    fn refresh_tls(&mut self) {
-        let Some(tls) = &mut self.tls else { return };
-        let now = stamps(&tls.files.list());
-        if now == tls.stamps {
-            return;
-        }
-        tls.stamps = now;
-        match tls_client(&tls.files) {
-            Ok(Some(c)) => {
-                tracing::info!(sink = %self.name, "reloaded the TLS files");
-                tls.client = c;
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(
-                sink = %self.name,
-                "changed TLS files are not usable, keeping the running ones: {e}"
-            ),
-        }
-    }
-
     async fn send(&self, client: &reqwest::Client, body: &[u8]) -> Outcome {
         let mut req = client
             .post(&self.url)
@@ -389,46 +269,10 @@ impl Sink {
                 )
                 .header(header::CONTENT_ENCODING, "gzip"),
         };
-        if let Some(b) = &self.basic_auth {
-            // A password file is read per request, like the token.
-            let password = match (&b.password, &b.password_file) {
-                (Some(p), _) => p.clone(),
-                (None, Some(path)) => match std::fs::read_to_string(path) {
-                    Ok(p) => p.trim_end_matches(['\r', '\n']).to_string(),
-                    Err(e) => {
-                        return Outcome::Retry(
-                            None,
-                            format!(
-                                "cannot read basic_auth password_file {}: {e}",
-                                path.display()
-                            ),
-                        )
-                    }
-                },
-                (None, None) => String::new(),
-            };
-            req = req.basic_auth(&b.username, Some(password));
-        }
-        if let Some(path) = &self.token_file {
-            // Read per request, so a rotated token is picked up.
-            match std::fs::read_to_string(path) {
-                Ok(t) => match HeaderValue::from_str(&format!("Bearer {}", t.trim())) {
-                    Ok(v) => req = req.header(header::AUTHORIZATION, v),
-                    Err(_) => {
-                        return Outcome::Retry(
-                            None,
-                            format!("{} holds characters a header cannot", path.display()),
-                        )
-                    }
-                },
-                Err(e) => {
-                    return Outcome::Retry(
-                        None,
-                        format!("cannot read bearer_token_file {}: {e}", path.display()),
-                    )
-                }
-            }
-        }
+        req = match self.upstream.authorize(req) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Retry(None, e),
+        };
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => return Outcome::Retry(None, fetch::describe(&e)),

@@ -135,9 +135,10 @@ async fn record(o: Options, spool_dir: PathBuf) -> anyhow::Result<u8> {
         .interval
         .clamp(Duration::from_millis(100), Duration::from_secs(10));
     // The agent must answer before anything is created.
-    let (first, body) = fetch::snapshot(&client, &url, Duration::from_secs(10))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot record {url}: {e}"))?;
+    let (first, body) =
+        fetch::snapshot(&client, &url, &Default::default(), Duration::from_secs(10))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot record {url}: {e}"))?;
     let descriptions = optional_json(&client, &o.url, "/metrics/descriptions").await;
     let systeminfo = optional_json(&client, &o.url, "/systeminfo").await;
     // An interrupted run's snapshots go only once the agent has answered.
@@ -201,7 +202,7 @@ async fn record(o: Options, spool_dir: PathBuf) -> anyhow::Result<u8> {
                 // One last sample: the command's end is in the file.
             }
         }
-        match fetch::snapshot(&client, &url, timeout).await {
+        match fetch::snapshot(&client, &url, &Default::default(), timeout).await {
             Ok((s, body)) => {
                 let ms = unix_ms(s.stamp.systemtime);
                 // The unaligned first pull and the first tick can fall in

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::upstream::Upstream;
 use super::Snapshot;
 
 /// Largest snapshot body accepted. Ours is ~50 KB; a Rezolus agent on a
@@ -81,9 +82,10 @@ pub fn client() -> reqwest::Client {
 pub async fn snapshot(
     client: &reqwest::Client,
     url: &str,
+    upstream: &Upstream,
     timeout: Duration,
 ) -> Result<(Snapshot, Vec<u8>), FetchError> {
-    let body = fetch(client, url, timeout).await?;
+    let body = fetch(client, url, upstream, timeout).await?;
     match super::decode(&body) {
         Ok(s) => Ok((s, body)),
         Err(e) => Err(fail(Failure::Decode, e.to_string())),
@@ -94,9 +96,10 @@ pub async fn snapshot(
 pub async fn fetch(
     client: &reqwest::Client,
     url: &str,
+    upstream: &Upstream,
     timeout: Duration,
 ) -> Result<Vec<u8>, FetchError> {
-    match tokio::time::timeout(timeout, fetch_inner(client, url)).await {
+    match tokio::time::timeout(timeout, fetch_inner(client, url, upstream)).await {
         Ok(r) => r,
         Err(_) => Err(fail(
             Failure::Timeout,
@@ -105,10 +108,17 @@ pub async fn fetch(
     }
 }
 
-async fn fetch_inner(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, FetchError> {
-    let mut resp = client
+async fn fetch_inner(
+    client: &reqwest::Client,
+    url: &str,
+    upstream: &Upstream,
+) -> Result<Vec<u8>, FetchError> {
+    let req = client
         .get(url)
-        .header(reqwest::header::ACCEPT, "application/msgpack")
+        .header(reqwest::header::ACCEPT, "application/msgpack");
+    let mut resp = upstream
+        .authorize(req)
+        .map_err(|e| fail(Failure::Connect, e))?
         .send()
         .await
         .map_err(|e| fail(Failure::Connect, describe(&e)))?;

@@ -12,6 +12,7 @@
 pub mod decode;
 pub mod encode;
 pub mod fetch;
+pub mod upstream;
 
 use std::time::{Duration, SystemTime};
 
