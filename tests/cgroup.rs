@@ -9,88 +9,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::cgroup::{hierarchies, TestCgroup};
 use common::{sample, samples, Agent};
-
-/// The hierarchies a test cgroup is made in: the v1 controllers the sampler
-/// reads, plus membership in the cgroup2 mount when it is hybrid.
-fn hierarchies() -> Vec<PathBuf> {
-    let base = PathBuf::from("/sys/fs/cgroup");
-    if base.join("cpu").is_dir() || base.join("cpu,cpuacct").is_dir() {
-        let mut v: Vec<PathBuf> = [
-            "cpu",
-            "cpuacct",
-            "cpu,cpuacct",
-            "memory",
-            "blkio",
-            "unified",
-        ]
-        .iter()
-        .map(|c| base.join(c))
-        .filter(|p| p.is_dir() && !p.is_symlink())
-        .collect();
-        v.dedup();
-        v
-    } else {
-        vec![base]
-    }
-}
-
-/// A cgroup made in every hierarchy, removed (after its tasks) on drop.
-struct TestCgroup {
-    path: String,
-    dirs: Vec<PathBuf>,
-}
-
-impl TestCgroup {
-    fn new(path: &str) -> TestCgroup {
-        let root = unsafe { libc::geteuid() } == 0;
-        if !root {
-            assert!(
-                std::env::var("CI").is_err(),
-                "cgroup tests need root (CI=true)"
-            );
-        }
-        let dirs: Vec<PathBuf> = hierarchies()
-            .into_iter()
-            .map(|h| h.join(path.trim_start_matches('/')))
-            .collect();
-        for d in &dirs {
-            std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
-        }
-        TestCgroup {
-            path: path.to_string(),
-            dirs,
-        }
-    }
-
-    /// A command that moves itself into this cgroup before it execs.
-    fn command(&self, program: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(program);
-        c.args(args);
-        let procs: Vec<PathBuf> = self.dirs.iter().map(|d| d.join("cgroup.procs")).collect();
-        common::join_cgroups_before_exec(&mut c, &procs);
-        c
-    }
-
-    fn file(&self, controller_dir: &str, name: &str) -> String {
-        let d = self
-            .dirs
-            .iter()
-            .find(|d| d.to_str().unwrap().contains(controller_dir))
-            .unwrap_or(&self.dirs[0]);
-        std::fs::read_to_string(d.join(name)).unwrap()
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for d in self.dirs.iter().rev() {
-            // Parents made by create_dir_all are left: they are shared by
-            // the tests' cgroups and empty.
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
 
 /// Runs `cmd` to completion; its CPU time (with its reaped children) from
 /// wait4's rusage, in seconds.

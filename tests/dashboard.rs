@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::process::CommandExt as _;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::cgroup::TestCgroup;
 use common::prometheus::Prometheus;
 use common::{repo, wait_for, Agent};
 use serde_json::Value;
@@ -343,91 +343,14 @@ fn failures(prom: &Prometheus, qs: &[Query], vars: &BTreeMap<String, String>) ->
         .collect()
 }
 
-/// A cgroup of its own for the container panels, in every hierarchy (v1
-/// controllers, or cgroup2), at the top level so that cgroup2 needs no
-/// controller enabled below the root. Named like a systemd unit, which is
-/// its `name` label. Removed on drop (after its tasks).
-struct TestCgroup {
-    name: String,
-    dirs: Vec<PathBuf>,
-}
-
-impl TestCgroup {
-    fn new(name: &str) -> TestCgroup {
-        let base = PathBuf::from("/sys/fs/cgroup");
-        let dirs: Vec<PathBuf> = if base.join("cpu").is_dir() || base.join("cpu,cpuacct").is_dir() {
-            let mut v: Vec<PathBuf> = [
-                "cpu",
-                "cpuacct",
-                "cpu,cpuacct",
-                "memory",
-                "blkio",
-                "unified",
-            ]
-            .iter()
-            .map(|c| base.join(c))
-            .filter(|p| p.is_dir() && !p.is_symlink())
-            .map(|h| h.join(name))
-            .collect();
-            v.dedup();
-            v
-        } else {
-            vec![base.join(name)]
-        };
-        for d in &dirs {
-            std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
-        }
-        TestCgroup {
-            name: name.to_string(),
-            dirs,
-        }
-    }
-
-    /// Limits the cgroup to 20 % of a CPU, so its CPU-bound task is
-    /// throttled.
-    fn limit_cpu(&self) {
-        for d in &self.dirs {
-            let (file, value) = if d.join("cpu.max").exists() {
-                ("cpu.max", "20000 100000")
-            } else if d.join("cpu.cfs_quota_us").exists() {
-                ("cpu.cfs_quota_us", "20000")
-            } else {
-                continue;
-            };
-            std::fs::write(d.join(file), value)
-                .unwrap_or_else(|e| panic!("{}/{file}: {e}", d.display()));
-            return;
-        }
-        panic!("no CPU quota file in {:?}", self.dirs);
-    }
-
-    /// Starts `sh -c script` in this cgroup (it moves itself in before it
-    /// execs), in a process group of its own.
-    fn spawn(&self, script: &str) -> Child {
-        let procs: Vec<std::path::PathBuf> =
-            self.dirs.iter().map(|d| d.join("cgroup.procs")).collect();
-        let mut c = Command::new("sh");
-        c.args(["-c", script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        common::join_cgroups_before_exec(&mut c, &procs);
-        c.spawn().expect("start the cgroup's workload")
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for d in self.dirs.iter().rev() {
-            // The killed tasks leave the cgroup a moment after they die.
-            for _ in 0..50 {
-                if std::fs::remove_dir(d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
+/// Starts `sh -c script` in `cgroup` (it moves itself in before it execs),
+/// in a process group of its own.
+fn spawn_in(cgroup: &TestCgroup, script: &str) -> Child {
+    let mut c = cgroup.command("sh", &["-c", script]);
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    c.spawn().expect("start the cgroup's workload")
 }
 
 /// Kills the whole process group of a workload, and reaps its leader.
@@ -540,12 +463,15 @@ fn every_panel_query_returns_data() {
     assert!(qs.len() > 40, "only {} queries", qs.len());
 
     let _stats = BpfStats::enable();
+    // At the top level, so cgroup2 needs no controller enabled below the
+    // root; named like a systemd unit, which is its `name` label.
     let cgroup = TestCgroup::new(&format!("sondedash{}.service", std::process::id()));
+    let cgroup_name = cgroup.path.clone();
     cgroup.limit_cpu();
-    let _busy = Workload(
-        cgroup
-            .spawn("while :; do dd if=/dev/zero of=/dev/null bs=512 count=2000 2>/dev/null; done"),
-    );
+    let _busy = Workload(spawn_in(
+        &cgroup,
+        "while :; do dd if=/dev/zero of=/dev/null bs=512 count=2000 2>/dev/null; done",
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let host = host_workload(Arc::clone(&stop));
 
@@ -572,7 +498,7 @@ fn every_panel_query_returns_data() {
         let name = v["name"].as_str().unwrap();
         let want = match name {
             "instance" => &instance,
-            "container" => &cgroup.name,
+            "container" => &cgroup_name,
             other => panic!("a variable the test does not know: {other}"),
         };
         let q = label_values_query(v["definition"].as_str().unwrap(), &vars);
@@ -611,7 +537,7 @@ fn every_panel_query_returns_data() {
     // The container panels with the test's cgroup picked: its own CPU,
     // memory, run-queue wait, syscalls, throttling, block I/O.
     let mut picked = vars.clone();
-    picked.insert("container".to_string(), cgroup.name.replace('.', "\\\\."));
+    picked.insert("container".to_string(), cgroup_name.replace('.', "\\\\."));
     let container_qs: Vec<Query> = qs
         .into_iter()
         .filter(|q| q.expr.contains("$container"))
@@ -630,7 +556,7 @@ fn every_panel_query_returns_data() {
         assert!(
             Instant::now() < deadline,
             "container panels show no data for {}:\n{}",
-            cgroup.name,
+            cgroup_name,
             failed.join("\n")
         );
         std::thread::sleep(Duration::from_secs(1));
@@ -638,7 +564,7 @@ fn every_panel_query_returns_data() {
     // Its quota held it back, and the throttling panel shows it.
     let throttled = format!(
         "sum(rate(container_cpu_cfs_throttled_seconds_total{{name=\"{}\"}}[15s]))",
-        cgroup.name
+        cgroup_name
     );
     let t = prom.query(&throttled).unwrap_or(0.0);
     assert!(t > 0.0, "{throttled} = {t}");
