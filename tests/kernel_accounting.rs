@@ -1,7 +1,9 @@
 //! Our counters against the kernel's own accounting, over a driven
-//! workload: equal, not "at least". Each comparison is taken while the
-//! kernel's count stands still across the agent's read (see `stable`), so
-//! the shared machine's other activity cannot make them differ. Counters
+//! workload: equal, not "at least" (block requests: up to the runs the
+//! kernel skips without telling, see there). Each comparison is taken
+//! while the kernel's count stands still across the agent's read (see
+//! `stable`), so the shared machine's other activity cannot make them
+//! differ. Counters
 //! read from /proc files are checked with `sonde --once`, which opens no
 //! socket: a scrape's own TCP traffic would move TCP and NET_RX counts.
 
@@ -126,18 +128,25 @@ fn block_requests_equal_proc_diskstats() {
         ) as u64
     };
     let missed = misses(&text) - misses(&text0);
-    let short: u64 = kernel
-        .iter()
-        .zip(&sonde)
-        .map(|(k, o)| k.0 - o.0.min(k.0))
-        .sum();
+    // The kernel (6.18 here) also skips runs it does not report: when
+    // completions cross CPUs, BPF programs on block_rq_complete do not run
+    // for up to 0.5 % of requests with no miss counted, while `perf stat`
+    // counts every hit and two programs attached side by side skip the same
+    // ones (measured 2026-11-29; README, "eBPF samplers"). This workload lost
+    // 0 to 4 of its ~2,004 requests. So: never more than the kernel, and
+    // short by at most that 0.5 % (floored, so the one flush must match).
+    let slack = |k: u64| k / 200;
+    let fits = sonde.iter().zip(&kernel).all(|(o, k)| {
+        o.0 <= k.0
+            && o.1 <= k.1
+            && k.0 - o.0 <= missed + slack(k.0)
+            && (missed > 0 || k.1 - o.1 <= slack(k.1))
+    });
     assert!(
-        sonde.iter().zip(&kernel).all(|(o, k)| o.0 <= k.0) && short <= missed,
-        "(operations, bytes) per read/write/discard/flush: ours {sonde:?} vs /proc/diskstats {kernel:?} ({missed} missed runs)"
+        fits,
+        "(operations, bytes) per read/write/discard/flush: ours {sonde:?} vs /proc/diskstats {kernel:?} ({missed} missed runs); \
+         before: ours {o0:?} /proc/diskstats {k0:?}, after: ours {o1:?} /proc/diskstats {k1:?}"
     );
-    if missed == 0 {
-        assert_eq!(sonde, kernel, "ours vs /proc/diskstats");
-    }
 }
 
 /// InSegs, OutSegs.

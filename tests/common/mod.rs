@@ -523,19 +523,22 @@ pub fn scrape(agent: &Agent) -> String {
 }
 
 /// The agent's figures, read by `agent`, taken while the kernel's own count
-/// `kernel` stood still: read before and after and equal, so nothing was
-/// counted in between and the agent's figures must equal it. Retries while
-/// the machine is busy.
+/// `kernel` stood still: equal from 10 ms before the agent's read to 10 ms
+/// after it, so nothing was counted in between and the agent's figures
+/// must equal it. Quiet on both sides, because an event the agent counts
+/// at its tracepoint reaches the kernel's tally a little later (more than
+/// a scrape's time later when the VM's CPU stalls in between): a count
+/// caught half-way either before or after the read would differ. Retries
+/// while the machine is busy.
 pub fn stable<K: PartialEq + std::fmt::Debug>(
     mut kernel: impl FnMut() -> K,
     mut agent: impl FnMut() -> String,
 ) -> (K, String) {
+    let quiet = Duration::from_millis(10);
     let mut last = None;
     for _ in 0..200 {
-        // Quiet for a moment first: a request the agent counts at its
-        // tracepoint reaches the kernel's tally a little later.
         let early = kernel();
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(quiet);
         let before = kernel();
         if early != before {
             last = Some((early, before));
@@ -543,10 +546,12 @@ pub fn stable<K: PartialEq + std::fmt::Debug>(
         }
         let text = agent();
         let after = kernel();
-        if before == after {
-            return (after, text);
+        std::thread::sleep(quiet);
+        let late = kernel();
+        if before == after && after == late {
+            return (late, text);
         }
-        last = Some((before, after));
+        last = Some((before, late));
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("the kernel's count never stood still while the agent read it: {last:?}");
