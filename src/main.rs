@@ -357,5 +357,9 @@ fn init_logging(level: LogLevel) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
+        // A stderr that fails (journald restarting, a closed pipe) must not
+        // turn a log line into a panic: the default reports the failure
+        // with eprintln!, which panics on that same stderr.
+        .log_internal_errors(false)
         .try_init();
 }

@@ -181,6 +181,51 @@ fn exporter_is_ready_once_listening_and_pings_the_watchdog() {
     exits_cleanly(&mut exporter);
 }
 
+/// journald restarting, or a shell pipe whose reader went away, leaves the
+/// daemon with a stderr that fails every write: logging must not panic
+/// the thread that logs (the reload or the SIGTERM handler).
+#[test]
+fn a_closed_stderr_neither_stops_reloads_nor_the_sigterm_handler() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = exporter_config(dir.path());
+    let mut child = Command::new(BIN)
+        .args(["exporter", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines
+            .next()
+            .expect("exporter exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+            break rest.split('/').next().unwrap().parse().unwrap();
+        }
+    };
+    drop(lines); // the read end closes: every later write gets EPIPE
+                 // Killed on drop, should an assertion below fail.
+    let mut exporter = Agent {
+        child,
+        port,
+        log: mpsc::channel().1,
+        _dir: dir,
+    };
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    // A reload logs its outcome; the exporter must serve on after it.
+    // SAFETY: kill has no memory effects; the pid is our live child.
+    unsafe { libc::kill(exporter.child.id() as i32, libc::SIGHUP) };
+    common::wait_for("a reload counted", Duration::from_secs(10), || {
+        let text = common::http(&url, &[]).text();
+        (common::total(&text, "sonde_config_reloads_total", &[]) >= 1.0).then_some(())
+    });
+    sigterm(&mut exporter);
+    exits_cleanly(&mut exporter);
+}
+
 #[test]
 fn a_watchdog_meant_for_another_pid_is_not_pinged() {
     let notify = NotifySocket::bind();

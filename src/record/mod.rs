@@ -6,7 +6,7 @@
 
 pub mod parquet;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -228,7 +228,10 @@ async fn record(o: Options, spool_dir: PathBuf) -> anyhow::Result<u8> {
         }
         if progress {
             let bytes = spool.lock().unwrap_or_else(|p| p.into_inner()).bytes();
-            eprint!(
+            // Not eprint!: a terminal that went away must not panic the
+            // recording (the same for the lines below).
+            let _ = write!(
+                std::io::stderr(),
                 "\rrecording {}: {samples} samples, {:.1} MB spooled, {:.0} s{}   ",
                 o.url,
                 bytes as f64 / 1e6,
@@ -249,7 +252,7 @@ async fn record(o: Options, spool_dir: PathBuf) -> anyhow::Result<u8> {
         status = Some(c.wait().await.context("cannot wait for the command")?);
     }
     if progress {
-        eprintln!();
+        let _ = writeln!(std::io::stderr());
     }
 
     let metadata = file_metadata(o.interval, descriptions, systeminfo);
@@ -282,7 +285,8 @@ async fn record(o: Options, spool_dir: PathBuf) -> anyhow::Result<u8> {
         }
     };
     let _ = std::fs::remove_dir_all(&spool_dir);
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "sonde record: wrote {}: {} rows, {} columns, {:.1} MB, {:.0} s{}",
         o.output.display(),
         summary.rows,
