@@ -3,9 +3,9 @@
 //! kernel skips without telling, see there). Each comparison is taken
 //! while the kernel's count stands still across the agent's read (see
 //! `stable`), so the shared machine's other activity cannot make them
-//! differ. Counters
-//! read from /proc files are checked with `sonde --once`, which opens no
-//! socket: a scrape's own TCP traffic would move TCP and NET_RX counts.
+//! differ. Counters read from /proc files are checked with `sonde --once`,
+//! which opens no socket: a scrape's own TCP traffic would move TCP and
+//! NET_RX counts.
 
 mod common;
 

@@ -526,10 +526,9 @@ pub fn scrape(agent: &Agent) -> String {
 /// `kernel` stood still: equal from 10 ms before the agent's read to 10 ms
 /// after it, so nothing was counted in between and the agent's figures
 /// must equal it. Quiet on both sides, because an event the agent counts
-/// at its tracepoint reaches the kernel's tally a little later (more than
-/// a scrape's time later when the VM's CPU stalls in between): a count
-/// caught half-way either before or after the read would differ. Retries
-/// while the machine is busy.
+/// at its tracepoint reaches the kernel's tally a little later: a count
+/// caught half-way before or after the read would differ. Retries while
+/// the machine is busy.
 pub fn stable<K: PartialEq + std::fmt::Debug>(
     mut kernel: impl FnMut() -> K,
     mut agent: impl FnMut() -> String,

@@ -47,6 +47,10 @@ pub struct Plan {
     breakdown_runs: usize,
     getppid: u64,
     rounds: usize,
+    /// O_DIRECT writes per run: about as long as fio's `secs`. Runs of
+    /// 1,500 writes (80 ms, 300 ms after the agent started) gave -12 to
+    /// -21 % where 2 s runs give -3.5 %: a short run measures this disk's
+    /// jitter, or a moment after start, not the agent's steady cost.
     writes: usize,
     connects: usize,
     /// Seconds of wrk and of fio per run.
@@ -62,7 +66,7 @@ const FULL: Plan = Plan {
     breakdown_runs: 5,
     getppid: 2_000_000,
     rounds: 20_000,
-    writes: 3_000,
+    writes: 60_000,
     connects: 2_000,
     secs: 4,
     redis_requests: 100_000,
@@ -75,7 +79,7 @@ const QUICK: Plan = Plan {
     breakdown_runs: 2,
     getppid: 1_000_000,
     rounds: 10_000,
-    writes: 1_500,
+    writes: 30_000,
     connects: 1_000,
     secs: 2,
     redis_requests: 50_000,
