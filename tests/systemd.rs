@@ -206,8 +206,9 @@ fn a_closed_stderr_neither_stops_reloads_nor_the_sigterm_handler() {
             break rest.split('/').next().unwrap().parse().unwrap();
         }
     };
-    drop(lines); // the read end closes: every later write gets EPIPE
-                 // Killed on drop, should an assertion below fail.
+    // The read end closes: every later write to stderr gets EPIPE.
+    drop(lines);
+    // Killed on drop, should an assertion below fail.
     let mut exporter = Agent {
         child,
         port,
