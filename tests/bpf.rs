@@ -22,10 +22,7 @@ fn syscalls_counted_and_timed() {
     });
     let before = scrape(&agent);
     const N: u64 = 1_000_000;
-    for _ in 0..N {
-        // SAFETY: getppid has no arguments and cannot fail.
-        unsafe { libc::syscall(libc::SYS_getppid) };
-    }
+    getppid_calls(N);
     let after = scrape(&agent);
     let d = |m: &str| total(&after, m, &["op=\"query\""]) - total(&before, m, &["op=\"query\""]);
     assert!(
@@ -53,10 +50,7 @@ fn sampled_latency_times_one_in_sample() {
     });
     let before = scrape(&agent);
     const N: u64 = 1_000_000;
-    for _ in 0..N {
-        // SAFETY: getppid cannot fail.
-        unsafe { libc::syscall(libc::SYS_getppid) };
-    }
+    getppid_calls(N);
     let after = scrape(&agent);
     let d = |m: &str| total(&after, m, &["op=\"query\""]) - total(&before, m, &["op=\"query\""]);
     let (counted, timed) = (d("syscalls_total"), d("syscall_latency_seconds_count"));
@@ -90,10 +84,7 @@ fn syscall_counts_only_mode() {
     assert_eq!(programs, ["sys_enter"], "{syscall}");
     let before = scrape(&agent);
     const N: u64 = 200_000;
-    for _ in 0..N {
-        // SAFETY: getppid cannot fail.
-        unsafe { libc::syscall(libc::SYS_getppid) };
-    }
+    getppid_calls(N);
     let after = scrape(&agent);
     let d = total(&after, "syscalls_total", &["op=\"query\""])
         - total(&before, "syscalls_total", &["op=\"query\""]);
@@ -420,10 +411,7 @@ fn raw_tp_twins_load_and_count() {
         }
     }
     let before = scrape(&agent);
-    for _ in 0..100_000 {
-        // SAFETY: getppid cannot fail.
-        unsafe { libc::syscall(libc::SYS_getppid) };
-    }
+    getppid_calls(100_000);
     std::thread::sleep(Duration::from_millis(50));
     let after = scrape(&agent);
     let d = total(&after, "syscalls_total", &["op=\"query\""])
@@ -542,10 +530,7 @@ fn program_run_statistics() {
     let was = std::fs::read_to_string(SYSCTL).unwrap();
     std::fs::write(SYSCTL, "1").unwrap();
     let agent = agent_with(&["syscall"]);
-    for _ in 0..10_000 {
-        // SAFETY: getppid cannot fail.
-        unsafe { libc::syscall(libc::SYS_getppid) };
-    }
+    getppid_calls(10_000);
     let text = scrape(&agent);
     std::fs::write(SYSCTL, was.trim()).unwrap();
     let runs = total(

@@ -183,10 +183,7 @@ fn without_the_processes_sampler_nothing_is_kept_and_bpf_keeps_counting() {
     assert_dropped(agent.child.id(), 0);
     // The syscall program's maps are read through the mmap made at start.
     const N: u64 = 200_000;
-    for _ in 0..N {
-        // SAFETY: getppid has no arguments and cannot fail.
-        unsafe { libc::syscall(libc::SYS_getppid) };
-    }
+    getppid_calls(N);
     let after = scrape(&agent);
     let d = total(&after, "syscalls_total", &["op=\"query\""])
         - total(&before, "syscalls_total", &["op=\"query\""]);

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bpf_or_skip, Agent, BIN};
+use common::{bpf_or_skip, getppid_calls, Agent, BIN};
 
 /// Reads a recording with pyarrow and returns what it saw as JSON.
 fn pyarrow(path: &Path) -> serde_json::Value {
@@ -48,14 +48,6 @@ print(json.dumps({"rows": t.num_rows, "timestamps": ts, "syscalls_delta": last -
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Issues `n` getppid syscalls.
-fn syscalls(n: u64) {
-    for _ in 0..n {
-        // SAFETY: getppid has no preconditions.
-        unsafe { libc::syscall(libc::SYS_getppid) };
-    }
-}
-
 fn record(args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .arg("record")
@@ -80,7 +72,7 @@ fn record_ten_seconds_readable_by_pyarrow_and_metriken() {
         move || record(&[&base, "-o", out.to_str().unwrap(), "--duration", "10s"])
     });
     std::thread::sleep(Duration::from_secs(3));
-    syscalls(driven);
+    getppid_calls(driven);
     let result = recorder.join().unwrap();
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(result.status.success(), "record failed: {stderr}");

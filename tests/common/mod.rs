@@ -522,6 +522,15 @@ pub fn scrape(agent: &Agent) -> String {
     agent.metrics()
 }
 
+/// Issues `n` getppid syscalls: the workload the syscall counters are
+/// checked against (op "query").
+pub fn getppid_calls(n: u64) {
+    for _ in 0..n {
+        // SAFETY: getppid has no arguments and cannot fail.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+}
+
 /// The agent's figures, read by `agent`, taken while the kernel's own count
 /// `kernel` stood still: equal from 10 ms before the agent's read to 10 ms
 /// after it, so nothing was counted in between and the agent's figures
