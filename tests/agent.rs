@@ -217,9 +217,7 @@ fn binary_snapshot_decodes_with_metriken_exposition() {
 
 #[test]
 fn samplers_endpoint_lists_every_sampler() {
-    let agent = Agent::start_with(|t| {
-        t.replacen("[samplers.load]\n# Load averages (/proc/loadavg); running and blocked tasks (/proc/stat).\nenabled = true", "[samplers.load]\nenabled = false", 1)
-    });
+    let agent = Agent::start_with(|c| c.set("samplers.load.enabled", false));
     let r = agent.get("/samplers");
     assert_eq!(r.status, 200);
     let list: Vec<serde_json::Value> = serde_json::from_slice(&r.body).unwrap();
@@ -270,7 +268,7 @@ fn routes_health_404_and_405() {
 
 #[test]
 fn concurrent_scrapes_within_the_ttl_cost_one_refresh() {
-    let agent = Agent::start_with(|t| t.replace("ttl = \"100ms\"", "ttl = \"3s\""));
+    let agent = Agent::start_with(|c| c.set("general.ttl", "3s"));
     let refreshes = |text: &str| sample(text, "sonde_refreshes_total", &[]).unwrap();
     let base = refreshes(&agent.metrics());
     // Let the cached snapshot expire, then scrape from 16 threads at once.

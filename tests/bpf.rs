@@ -17,9 +17,7 @@ fn syscalls_counted_and_timed() {
     if !bpf_or_skip() {
         return;
     }
-    let agent = agent_with_config(&["syscall"], |t| {
-        t.replace("latency = \"off\"", "latency = \"all\"")
-    });
+    let agent = agent_with_config(&["syscall"], |c| c.set("samplers.syscall.latency", "all"));
     let before = scrape(&agent);
     const N: u64 = 1_000_000;
     getppid_calls(N);
@@ -45,8 +43,8 @@ fn sampled_latency_times_one_in_sample() {
     if !bpf_or_skip() {
         return;
     }
-    let agent = agent_with_config(&["syscall"], |t| {
-        t.replace("latency = \"off\"", "latency = \"sampled\"")
+    let agent = agent_with_config(&["syscall"], |c| {
+        c.set("samplers.syscall.latency", "sampled")
     });
     let before = scrape(&agent);
     const N: u64 = 1_000_000;
@@ -71,7 +69,7 @@ fn syscall_counts_only_mode() {
         return;
     }
     // The boolean of earlier configs still reads: false is "off".
-    let agent = Agent::start_with(|t| t.replace("latency = \"off\"", "latency = false"));
+    let agent = Agent::start_with(|c| c.set("samplers.syscall.latency", false));
     let list: Vec<serde_json::Value> =
         serde_json::from_slice(&agent.get("/samplers").body).unwrap();
     let syscall = list.iter().find(|s| s["name"] == "syscall").unwrap();
@@ -102,9 +100,9 @@ fn pipe_ping_pong_switches_context() {
     if !bpf_or_skip() {
         return;
     }
-    let agent = agent_with_config(&["scheduler", "cpu_events"], |t| {
-        t.replace("tlb = false", "tlb = true")
-            .replace("offcpu = false", "offcpu = true")
+    let agent = agent_with_config(&["scheduler", "cpu_events"], |c| {
+        c.set("samplers.cpu_events.tlb", true)
+            .set("samplers.scheduler.offcpu", true)
     });
     let before = scrape(&agent);
     const ROUNDS: usize = 20_000;
@@ -263,13 +261,10 @@ fn tcp_connects_bytes_and_softirqs() {
     if !bpf_or_skip() {
         return;
     }
-    let agent = agent_with_config(&["tcp", "softirq", "network"], |t| {
-        t.replace("time = false", "time = true")
-            .replace("calls = false", "calls = true")
-            .replace(
-                "disable = []\ninterval = \"10s\"",
-                "disable = []\ninterval = \"100ms\"",
-            )
+    let agent = agent_with_config(&["tcp", "softirq", "network"], |c| {
+        c.set("samplers.softirq.time", true)
+            .set("samplers.tcp.calls", true)
+            .set("samplers.tcp.interval", "100ms")
     });
     let before = scrape(&agent);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -395,8 +390,22 @@ fn raw_tp_twins_load_and_count() {
     if !bpf_or_skip() {
         return;
     }
-    // Every eBPF sampler's section in config/agent.toml says `hook = "auto"`.
-    let agent = Agent::start_with(|t| t.replace("hook = \"auto\"", "hook = \"raw_tp\""));
+    // Every sampler with a BPF program: config/agent.toml says `hook = "auto"`
+    // in each one's section.
+    let agent = Agent::start_with(|c| {
+        [
+            "scheduler",
+            "syscall",
+            "blockio",
+            "tcp",
+            "network",
+            "softirq",
+            "cpu_events",
+            "processes",
+        ]
+        .iter()
+        .fold(c, |c, s| c.set(&format!("samplers.{s}.hook"), "raw_tp"))
+    });
     let list: Vec<serde_json::Value> =
         serde_json::from_slice(&agent.get("/samplers").body).unwrap();
     for s in &list {
@@ -430,11 +439,11 @@ fn degraded_agent_serves_the_rest_and_says_why() {
     if !bpf_or_skip() {
         return;
     }
-    // One hook disabled by config (only tcp's section has `disable = []` before `interval`).
-    let agent = Agent::start_with(|t| {
-        t.replace(
-            "disable = []\ninterval = \"10s\"",
-            "disable = [\"tcp_retransmit_skb\"]\ninterval = \"10s\"",
+    // One hook disabled by config.
+    let agent = Agent::start_with(|c| {
+        c.set(
+            "samplers.tcp.disable",
+            config::array(&["tcp_retransmit_skb"]),
         )
     });
     let list: Vec<serde_json::Value> =
@@ -472,7 +481,7 @@ fn degraded_agent_serves_the_rest_and_says_why() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
-    let config = agent_config(dir.path(), |t| t);
+    let config = agent_config(dir.path(), |c| c);
     // `nobody` must be able to read the config.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -555,11 +564,8 @@ fn unknown_hook_in_disable_is_named() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = only_samplers_config(dir.path(), &["tcp"], |t| {
-        t.replace(
-            "disable = []\ninterval = \"10s\"",
-            "disable = [\"tcp_probe\"]\ninterval = \"10s\"",
-        )
+    let config = only_samplers_config(dir.path(), &["tcp"], |c| {
+        c.set("samplers.tcp.disable", config::array(&["tcp_probe"]))
     });
     let out = std::process::Command::new(BIN)
         .arg("--once")

@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cgroup::{hierarchies, TestCgroup};
-use common::{sample, samples, Agent};
+use common::config::array;
+use common::{sample, samples, Agent, Config};
 
 /// Runs `cmd` to completion; its CPU time (with its reaped children) from
 /// wait4's rusage, in seconds.
@@ -39,16 +40,16 @@ fn wait_for(agent: &Agent, what: &str, mut ok: impl FnMut(&str) -> bool) -> Stri
     }
 }
 
-fn agent_with(extra: &str) -> Agent {
-    let extra = extra.to_string();
-    Agent::start_with(move |t| {
-        let start = t
-            .find("[samplers.cgroup]")
-            .expect("config has [samplers.cgroup]");
-        let end = t[start + 1..]
-            .find("\n[")
-            .map_or(t.len(), |i| start + 1 + i);
-        format!("{}[samplers.cgroup]\n{extra}\n{}", &t[..start], &t[end..])
+/// The agent with `[samplers.cgroup]` reading every second, exporting a
+/// cgroup once it is `min_age` old, and only cgroups matching `include`;
+/// then `edit`.
+fn agent_with(min_age: &str, include: &str, edit: impl Fn(Config) -> Config) -> Agent {
+    Agent::start_with(|c| {
+        edit(
+            c.set("samplers.cgroup.interval", "1s")
+                .set("samplers.cgroup.min_age", min_age)
+                .set("samplers.cgroup.include", array(&[include])),
+        )
     })
 }
 
@@ -64,9 +65,7 @@ fn container_cgroups_are_measured_and_named() {
         pod.replace('-', "_")
     ));
     let unit = TestCgroup::new(&format!("/sondetest{pid}.slice/sondeunit.service"));
-    let agent = agent_with(&format!(
-        "interval = \"1s\"\nmin_age = \"0s\"\ninclude = [\"/sondetest{pid}.slice*\"]"
-    ));
+    let agent = agent_with("0s", &format!("/sondetest{pid}.slice*"), |c| c);
     let id = |cg: &TestCgroup| format!("id=\"{}\"", cg.path);
     // Every test cgroup appears, with labels from its path.
     // ... and their in-kernel counters (the BPF samplers start after the
@@ -257,9 +256,9 @@ fn churn_is_bounded_by_max_cgroups_and_min_age() {
     let max = 40;
     // Young cgroups wait for min_age; old ones beyond max_cgroups are
     // dropped and counted.
-    let agent = agent_with(&format!(
-        "interval = \"1s\"\nmin_age = \"2s\"\nmax_cgroups = {max}\ninclude = [\"/sondechurn{pid}/*\"]"
-    ));
+    let agent = agent_with("2s", &format!("/sondechurn{pid}/*"), |c| {
+        c.set("samplers.cgroup.max_cgroups", max as i64)
+    });
     let count = |t: &str| {
         t.lines()
             .filter(|l| {
@@ -320,17 +319,21 @@ fn churn_is_bounded_by_max_cgroups_and_min_age() {
 
 #[test]
 fn bad_cgroup_options_are_located_errors() {
-    for (from, to, named) in [
-        (
-            "[samplers.cgroup]\n",
-            "[samplers.cgroup]\nmaxcgroups = 1\n",
-            "maxcgroups",
-        ),
-        ("max_cgroups = 1024", "max_cgroups = 5000", "max_cgroups"),
-        ("min_age = \"30s\"", "min_age = \"soon\"", "min_age"),
-    ] {
+    type Edit = fn(Config) -> Config;
+    let cases: [(&str, &str, Edit); 3] = [
+        ("maxcgroups = 1", "maxcgroups", |c| {
+            c.add("samplers.cgroup.maxcgroups", 1_i64)
+        }),
+        ("max_cgroups = 5000", "max_cgroups", |c| {
+            c.set("samplers.cgroup.max_cgroups", 5000_i64)
+        }),
+        ("min_age = \"soon\"", "min_age", |c| {
+            c.set("samplers.cgroup.min_age", "soon")
+        }),
+    ];
+    for (to, named, edit) in cases {
         let dir = tempfile::tempdir().unwrap();
-        let path = common::agent_config(dir.path(), |t| t.replacen(from, to, 1));
+        let path = common::agent_config(dir.path(), edit);
         let out = Command::new(common::BIN)
             .args(["check", path.to_str().unwrap()])
             .output()

@@ -286,8 +286,8 @@ fn port_in_use_is_one_clear_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let config = agent_config(dir.path(), |t| {
-        t.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+    let config = agent_config(dir.path(), |c| {
+        c.set("listen.address", format!("127.0.0.1:{port}"))
     });
     let out = Command::new(BIN)
         .arg(&config)
@@ -312,8 +312,8 @@ fn once_prints_a_valid_exposition_without_a_socket() {
     // A port that is taken proves --once never binds.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let config = agent_config(dir.path(), |t| {
-        t.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+    let config = agent_config(dir.path(), |c| {
+        c.set("listen.address", format!("127.0.0.1:{port}"))
     });
     let out = Command::new(BIN)
         .arg("--once")

@@ -384,29 +384,6 @@ impl Drop for BpfStats {
     }
 }
 
-/// Sets `key = value` in `[section]` of a TOML config text.
-fn set(text: &str, section: &str, key: &str, value: &str) -> String {
-    let start = text
-        .find(&format!("\n[{section}]\n"))
-        .unwrap_or_else(|| panic!("config has no [{section}]"));
-    let end = text[start + 1..]
-        .find("\n[")
-        .map_or(text.len(), |i| start + 1 + i);
-    let body = &text[start..end];
-    let line_start = body
-        .find(&format!("\n{key} = "))
-        .unwrap_or_else(|| panic!("[{section}] has no {key}"));
-    let line_end = body[line_start + 1..]
-        .find('\n')
-        .map_or(body.len(), |i| line_start + 1 + i);
-    let body = format!(
-        "{}\n{key} = {value}{}",
-        &body[..line_start],
-        &body[line_end..]
-    );
-    format!("{}{body}{}", &text[..start], &text[end..])
-}
-
 /// The host-wide workload, on a thread until `stop`: loopback TCP
 /// connects, direct (O_DIRECT) writes to a file on a real disk with a
 /// flush, and the syscalls all that makes.
@@ -478,12 +455,12 @@ fn every_panel_query_returns_data() {
     // Every sampler the dashboard reads, on short intervals: syscall
     // latency timed (1 in 64), TCP RTT, filesystems and cgroups each second,
     // cgroups exported at once.
-    let agent = Agent::start_with(|t| {
-        let t = set(&t, "samplers.syscall", "latency", "\"sampled\"");
-        let t = set(&t, "samplers.tcp", "interval", "\"1s\"");
-        let t = set(&t, "samplers.filesystem", "interval", "\"1s\"");
-        let t = set(&t, "samplers.cgroup", "interval", "\"1s\"");
-        set(&t, "samplers.cgroup", "min_age", "\"0s\"")
+    let agent = Agent::start_with(|c| {
+        c.set("samplers.syscall.latency", "sampled")
+            .set("samplers.tcp.interval", "1s")
+            .set("samplers.filesystem.interval", "1s")
+            .set("samplers.cgroup.interval", "1s")
+            .set("samplers.cgroup.min_age", "0s")
     });
     let prom = Prometheus::scraping(agent.port);
     let started = Instant::now();

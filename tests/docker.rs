@@ -269,20 +269,17 @@ fn resolves_a_real_container() {
     // The agent names the container's series from the same daemon.
     let socket = daemon.socket();
     let short = id[..12].to_string();
-    let agent = common::Agent::start_with(move |t| {
-        // The cgroup section's own keys, edited in place.
-        let start = t.find("[samplers.cgroup]").expect("[samplers.cgroup]");
-        let (head, section) = t.split_at(start);
-        let section = section
-            .replacen("interval = \"10s\"", "interval = \"1s\"", 1)
-            .replacen("min_age = \"30s\"", "min_age = \"0s\"", 1)
-            .replacen("include = []", &format!("include = [\"*{short}*\"]"), 1)
-            .replacen(
-                "docker_socket = \"/var/run/docker.sock\"",
-                &format!("docker_socket = \"{}\"", socket.display()),
-                1,
-            );
-        format!("{head}{section}")
+    let agent = common::Agent::start_with(move |c| {
+        c.set("samplers.cgroup.interval", "1s")
+            .set("samplers.cgroup.min_age", "0s")
+            .set(
+                "samplers.cgroup.include",
+                common::config::array(&[format!("*{short}*")]),
+            )
+            .set(
+                "samplers.cgroup.docker_socket",
+                socket.display().to_string(),
+            )
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     let want = [

@@ -37,7 +37,7 @@ fn source_up(text: &str, source: &str) -> Option<f64> {
 #[test]
 fn two_agents_through_the_exporter_into_prometheus() {
     // Syscall latency (sampled) too: a labelled histogram end to end.
-    let sampled = |t: String| t.replace("latency = \"off\"", "latency = \"sampled\"");
+    let sampled = |c: Config| c.set("samplers.syscall.latency", "sampled");
     let a = Agent::start_with(sampled);
     let b = Agent::start_with(sampled);
     let (sa, sb) = (
@@ -105,7 +105,7 @@ fn two_agents_through_the_exporter_into_prometheus() {
 #[test]
 fn a_killed_agent_goes_down_and_comes_back_without_a_bogus_interval() {
     let port = free_port();
-    let listen = move |t: String| t.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let listen = move |c: Config| c.set("listen.address", format!("127.0.0.1:{port}"));
     let agent = Agent::start_with(listen);
     let source = format!("127.0.0.1:{port}");
     let exporter = Agent::exporter(&exporter_config(&[agent.url("")], ""));

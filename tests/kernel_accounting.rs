@@ -24,8 +24,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Every scrape refreshes: the comparisons need the agent's figures of now.
-fn fresh(t: String) -> String {
-    t.replace("ttl = \"100ms\"", "ttl = \"1ms\"")
+fn fresh(c: Config) -> Config {
+    c.set("general.ttl", "1ms")
 }
 
 /// Block devices with a request queue (blk-mq), which block_rq_complete
@@ -198,7 +198,7 @@ fn tcp_segments_equal_proc_net_snmp() {
     let _serial = serial();
     let k0 = snmp_segments();
     drive_tcp();
-    let (k1, text) = stable(snmp_segments, || once_with(&["tcp"], |t| t));
+    let (k1, text) = stable(snmp_segments, || once_with(&["tcp"], |c| c));
     assert!(k1.0 - k0.0 >= 100, "InSegs moved {}", k1.0 - k0.0);
     let ours = (
         total(&text, "tcp_packets_total", &["direction=\"receive\""]) as u64,
@@ -245,7 +245,7 @@ fn softirq_counts_equal_proc_softirqs() {
     }
     let _serial = serial();
     drive_tcp();
-    let (kernel, text) = stable(proc_softirqs, || once_with(&["softirq"], |t| t));
+    let (kernel, text) = stable(proc_softirqs, || once_with(&["softirq"], |c| c));
     let net_rx: u64 = kernel
         .iter()
         .filter(|(k, _, _)| k == "net_rx")

@@ -104,15 +104,8 @@ fn uids(pid: u32) -> Vec<String> {
 }
 
 /// The processes sampler at a 1 s interval, and `edit`.
-fn processes(edit: impl Fn(String) -> String) -> impl Fn(String) -> String {
-    move |t: String| {
-        let at = t.find("[samplers.processes]").unwrap();
-        let (head, tail) = t.split_at(at);
-        edit(format!(
-            "{head}{}",
-            tail.replacen("interval = \"10s\"", "interval = \"1s\"", 1)
-        ))
-    }
+fn processes(edit: impl Fn(Config) -> Config) -> impl Fn(Config) -> Config {
+    move |c: Config| edit(c.set("samplers.processes.interval", "1s"))
 }
 
 /// A shell named `name` (its comm, so its group), run as `uid`, that writes
@@ -155,7 +148,7 @@ fn only_the_documented_capabilities_are_kept_and_processes_are_still_read() {
     if !bpf_or_skip() {
         return;
     }
-    let agent = agent_with_config(&["processes", "syscall"], processes(|t| t));
+    let agent = agent_with_config(&["processes", "syscall"], processes(|c| c));
     let pid = agent.child.id();
     scrape(&agent);
     assert_dropped(pid, PROCESSES);
@@ -197,7 +190,7 @@ fn as_nobody_every_thread_switches_and_samplers_still_work() {
     }
     let agent = agent_with_config(
         &["processes", "syscall", "tcp", "cgroup", "filesystem"],
-        processes(|t| t.replace("\nuser = \"\"\n", "\nuser = \"nobody\"\n")),
+        processes(|c| c.set("privileges.user", "nobody")),
     );
     let pid = agent.child.id();
     let text = scrape(&agent);
@@ -224,9 +217,7 @@ fn drop_false_keeps_everything() {
     if !bpf_or_skip() {
         return;
     }
-    let agent = agent_with_config(&["syscall"], |t| {
-        t.replace("\ndrop = true\n", "\ndrop = false\n")
-    });
+    let agent = agent_with_config(&["syscall"], |c| c.set("privileges.drop", false));
     // What this test (root) holds, as the agent inherited it.
     let full = threads(std::process::id())[0].caps("CapEff");
     assert_ne!(full & 1 << CAP_SYS_ADMIN, 0, "the test runs as root");
@@ -258,19 +249,15 @@ fn the_pusher_keeps_what_it_needs_only_when_it_runs_as_another_user() {
             ),
         )
         .unwrap();
-        let section = format!(
-            "enabled = true\nconfig = \"{}\"\nuser = \"nobody\"\n",
-            push.display()
-        );
+        let push = push.display().to_string();
         // Not `agent_with_config`: its "listening on" may be the pusher's.
         let dir = tempfile::tempdir().unwrap();
-        let config = only_samplers_config(dir.path(), &["syscall"], |t| {
-            t.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
-                .replace(
-                    "enabled = false\nconfig = \"/etc/sonde/push.toml\"\nuser = \"sonde\"\n",
-                    &section,
-                )
-                .replace("\nuser = \"\"\n", &format!("\nuser = \"{agent_user}\"\n"))
+        let config = only_samplers_config(dir.path(), &["syscall"], |c| {
+            c.set("listen.address", format!("127.0.0.1:{port}"))
+                .set("push.enabled", true)
+                .set("push.config", &push)
+                .set("push.user", "nobody")
+                .set("privileges.user", agent_user)
         });
         let agent = Agent::spawn(&[config.to_str().unwrap()], dir, "agent");
         let pid = agent.child.id();

@@ -3,8 +3,8 @@
 //! /top endpoint and `sonde top`.
 //!
 //! The burner is this test binary run again through a symlink (comm is the
-//! basename of the path exec'd), entering the `burner` test below with its
-//! orders in the environment; in a normal run that test does nothing.
+//! basename of the path exec'd), entering the `burner` function below (an
+//! ignored test, run by name) with its orders in the environment.
 
 mod common;
 
@@ -22,10 +22,15 @@ fn process_cpu() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
-/// The burner's entry point (a no-op unless run by [`burn`]): burns
-/// SONDEBURN_SECS of CPU over SONDEBURN_THREADS threads, then stays alive,
-/// idle, for SONDEBURN_LINGER seconds and exits.
+/// Not a test: the burner's entry point, a test function only so that the
+/// harness of the re-executed test binary can enter it. [`burn`] runs it
+/// explicitly with `--ignored --exact burner`; ignored, so a normal run
+/// neither runs it nor counts it as a passing test, and run any other way
+/// (`--include-ignored`) it returns at once, without SONDEBURN_SECS.
+/// Burns SONDEBURN_SECS of CPU over SONDEBURN_THREADS threads, then stays
+/// alive, idle, for SONDEBURN_LINGER seconds and exits.
 #[test]
+#[ignore = "not a test: the burner's entry point, run by `burn` (--ignored --exact burner)"]
 fn burner() {
     let Ok(secs) = std::env::var("SONDEBURN_SECS") else {
         return;
@@ -61,7 +66,14 @@ fn burn(dir: &Path, name: &str, secs: f64, threads: usize, linger: f64) -> Child
         std::os::unix::fs::symlink(std::env::current_exe().unwrap(), &link).unwrap();
     }
     Command::new(&link)
-        .args(["burner", "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .args([
+            "burner",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
         .env("SONDEBURN_SECS", secs.to_string())
         .env("SONDEBURN_THREADS", threads.to_string())
         .env("SONDEBURN_LINGER", linger.to_string())
@@ -70,27 +82,10 @@ fn burn(dir: &Path, name: &str, secs: f64, threads: usize, linger: f64) -> Child
         .unwrap()
 }
 
-/// config/agent.toml's `[samplers.processes]` (the file's last section)
-/// with a 1 s interval, `extra` keys, and `tables` appended after it.
-fn processes_config(extra: &str, tables: &str) -> impl Fn(String) -> String {
-    let (extra, tables) = (extra.to_string(), tables.to_string());
-    move |text: String| {
-        let at = text
-            .find("[samplers.processes]")
-            .expect("processes section");
-        let (head, tail) = text.split_at(at);
-        // Each `key = value` of `extra` replaces the key's line.
-        let tail: String = tail
-            .lines()
-            .map(|line| {
-                let set = std::iter::once("interval = \"1s\"")
-                    .chain(extra.lines())
-                    .find(|e| e.split(" = ").next() == line.split(" = ").next());
-                format!("{}\n", set.unwrap_or(line))
-            })
-            .collect();
-        format!("{head}{tail}\n{tables}\n")
-    }
+/// config/agent.toml's `[samplers.processes]` with a 1 s interval, then
+/// `edit`.
+fn processes_config(edit: impl Fn(Config) -> Config) -> impl Fn(Config) -> Config {
+    move |c: Config| edit(c.set("samplers.processes.interval", "1s"))
 }
 
 fn group_cpu(agent: &Agent, group: &str) -> f64 {
@@ -106,7 +101,7 @@ fn a_burner_is_counted_and_its_cpu_outlives_it() {
     if !bpf_or_skip() {
         return;
     }
-    let agent = agent_with_config(&["processes"], processes_config("", ""));
+    let agent = agent_with_config(&["processes"], processes_config(|c| c));
     let samplers: serde_json::Value = serde_json::from_slice(&agent.get("/samplers").body).unwrap();
     let me = samplers
         .as_array()
@@ -209,7 +204,10 @@ fn a_burner_is_counted_and_its_cpu_outlives_it() {
 
 #[test]
 fn without_exit_records_the_last_walk_is_kept() {
-    let agent = agent_with_config(&["processes"], processes_config("exits = false", ""));
+    let agent = agent_with_config(
+        &["processes"],
+        processes_config(|c| c.set("samplers.processes.exits", false)),
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut child = burn(dir.path(), "sondekeep", 1.0, 1, 2.5);
     let alive = wait_for("the burner's CPU", Duration::from_secs(20), || {
@@ -228,11 +226,18 @@ fn without_exit_records_the_last_walk_is_kept() {
 fn groups_are_configured_by_matchers_and_bounded() {
     let agent = agent_with_config(
         &["processes"],
-        processes_config(
-            "max_groups = 2",
-            "[[samplers.processes.groups]]\nname = \"burners\"\ncomm = [\"sondegrp*\"]\n\n\
-             [[samplers.processes.groups]]\nname = \"x:{comm}\"\ncomm = [\"sondex*\"]\nexe = [\"*/deps/processes-*\"]\n",
-        ),
+        processes_config(|c| {
+            // Two [[samplers.processes.groups]], as an array of inline tables.
+            c.set("samplers.processes.max_groups", 2_i64).add(
+                "samplers.processes.groups",
+                config::value(
+                    r#"[
+                        { name = "burners", comm = ["sondegrp*"] },
+                        { name = "x:{comm}", comm = ["sondex*"], exe = ["*/deps/processes-*"] },
+                    ]"#,
+                ),
+            )
+        }),
     );
     let dir = tempfile::tempdir().unwrap();
     let a = burn(dir.path(), "sondegrp1", 0.3, 1, 2.0);
@@ -270,18 +275,16 @@ fn groups_are_configured_by_matchers_and_bounded() {
 /// A copy of the agent's config with its real port, for `sonde top`.
 fn config_with_port(agent: &Agent, dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(agent._dir.path().join("agent.toml")).unwrap();
+    let config = Config::parse("agent.toml", &text)
+        .set("listen.address", format!("127.0.0.1:{}", agent.port));
     let path = dir.join("top.toml");
-    std::fs::write(
-        &path,
-        text.replace("127.0.0.1:0", &format!("127.0.0.1:{}", agent.port)),
-    )
-    .unwrap();
+    std::fs::write(&path, config.text()).unwrap();
     path
 }
 
 #[test]
 fn top_ranks_the_burner_first_and_sonde_top_prints_it() {
-    let agent = agent_with_config(&["processes"], processes_config("", ""));
+    let agent = agent_with_config(&["processes"], processes_config(|c| c));
     let dir = tempfile::tempdir().unwrap();
     let mut child = burn(dir.path(), "sondetop", 30.0, 2, 0.0);
     let pid = child.id();
@@ -362,8 +365,8 @@ fn top_is_a_clear_error_when_off_or_unreachable() {
 
     // No agent: exit 1, naming the address, no panic.
     let port = free_port();
-    let path = agent_config(dir.path(), |t| {
-        t.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+    let path = agent_config(dir.path(), |c| {
+        c.set("listen.address", format!("127.0.0.1:{port}"))
     });
     let out = Command::new(BIN)
         .args(["top", path.to_str().unwrap(), "--once"])
@@ -435,7 +438,7 @@ fn in_a_pid_namespace_of_its_own_the_degraded_mode_is_reported() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = only_samplers_config(dir.path(), &["processes"], processes_config("", ""));
+    let config = only_samplers_config(dir.path(), &["processes"], processes_config(|c| c));
     let mut child = Command::new(tool("unshare"))
         // --kill-child: killing unshare must not leave the agent running.
         .args(["--pid", "--fork", "--kill-child", "--mount-proc", BIN])

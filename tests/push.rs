@@ -62,7 +62,7 @@ fn timestamps(prom: &Prometheus, metric: &str, secs: u64) -> Vec<f64> {
 #[test]
 fn pushes_through_an_outage_and_a_kill_without_a_gap() {
     // Syscall latency (sampled) too: a labelled histogram end to end.
-    let agent = Agent::start_with(|t| t.replace("latency = \"off\"", "latency = \"sampled\""));
+    let agent = Agent::start_with(|c| c.set("samplers.syscall.latency", "sampled"));
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("prometheus");
     let port = free_port();
@@ -308,16 +308,12 @@ fn the_agent_supervises_the_pusher_as_an_unprivileged_user() {
         ),
     )
     .unwrap();
-    let push_section = format!(
-        "enabled = true\nconfig = \"{}\"\nuser = \"nobody\"\n",
-        push.display()
-    );
-    let agent = Agent::start_with(|t| {
-        t.replace("127.0.0.1:0", &format!("127.0.0.1:{agent_port}"))
-            .replace(
-                "enabled = false\nconfig = \"/etc/sonde/push.toml\"\nuser = \"sonde\"\n",
-                &push_section,
-            )
+    let push = push.display().to_string();
+    let agent = Agent::start_with(|c| {
+        c.set("listen.address", format!("127.0.0.1:{agent_port}"))
+            .set("push.enabled", true)
+            .set("push.config", &push)
+            .set("push.user", "nobody")
     });
     let agent_pid = agent.child.id();
     let (pid, uid, cmd) = wait_for("the pusher child", Duration::from_secs(10), || {

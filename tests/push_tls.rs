@@ -80,6 +80,7 @@ fn sinks_speak_mutual_tls_and_basic_auth_and_reload() {
     };
     let agent = Agent::start();
     let spool = dir.path().join("spool");
+    let push_port = free_port();
     let push = |password: &str, with_cert: bool| {
         let cert = if with_cert {
             format!(
@@ -91,21 +92,16 @@ fn sinks_speak_mutual_tls_and_basic_auth_and_reload() {
             String::new()
         };
         format!(
-            "[source]\nurl = \"{}\"\ninterval = \"1s\"\n[spool]\npath = \"{}\"\n[listen]\naddress = \"127.0.0.1:{{PORT}}\"\n[[sinks]]\nkind = \"remote_write\"\nurl = \"{base}/api/v1/write\"\ntls_ca_file = \"{}\"\n{cert}basic_auth = {{ username = \"pusher\", password = \"{password}\" }}\n",
+            "[source]\nurl = \"{}\"\ninterval = \"1s\"\n[spool]\npath = \"{}\"\n[listen]\naddress = \"127.0.0.1:{push_port}\"\n[[sinks]]\nkind = \"remote_write\"\nurl = \"{base}/api/v1/write\"\ntls_ca_file = \"{}\"\n{cert}basic_auth = {{ username = \"pusher\", password = \"{password}\" }}\n",
             agent.url(""),
             spool.display(),
             pki.path("ca.pem"),
         )
     };
-    let push_port = free_port();
     let path = dir.path().join("push.toml");
     // Start with a wrong password: Prometheus refuses (401), the spool
     // keeps the snapshots.
-    std::fs::write(
-        &path,
-        push("wrong", true).replace("{PORT}", &push_port.to_string()),
-    )
-    .unwrap();
+    std::fs::write(&path, push("wrong", true)).unwrap();
     let pusher = Agent::spawn(
         &["push", path.to_str().unwrap()],
         tempfile::tempdir().unwrap(),
@@ -130,11 +126,7 @@ fn sinks_speak_mutual_tls_and_basic_auth_and_reload() {
         .unwrap()
         .as_secs_f64()
         - 1.0;
-    std::fs::write(
-        &path,
-        push("pw", true).replace("{PORT}", &push_port.to_string()),
-    )
-    .unwrap();
+    std::fs::write(&path, push("pw", true)).unwrap();
     hup(&pusher.child);
     wait_for(
         "remote-written data over mTLS + basic auth",

@@ -143,12 +143,7 @@ fn record_ten_seconds_readable_by_pyarrow_and_metriken() {
 
 #[test]
 fn record_for_a_command_exits_with_its_status() {
-    let agent = Agent::start_with(|t| {
-        t.replace(
-            "[defaults]\n# Whether samplers without their own `enabled` run.\nenabled = true",
-            "[defaults]\nenabled = false",
-        )
-    });
+    let agent = Agent::start_with(|c| c.set("defaults.enabled", false));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cmd.parquet");
     let started = Instant::now();

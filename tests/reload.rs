@@ -19,9 +19,9 @@ struct Setup<'a> {
     token: &'a Path,
 }
 
-fn config(s: &Setup<'_>) -> String {
+fn config(s: &Setup<'_>, port: u16) -> String {
     let mut text = format!(
-        "[listen]\naddress = \"127.0.0.1:{{PORT}}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nbearer_token_file = \"{}\"\n\n[general]\nttl = \"{}\"\n\n[defaults]\nenabled = false\n",
+        "[listen]\naddress = \"127.0.0.1:{port}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nbearer_token_file = \"{}\"\n\n[general]\nttl = \"{}\"\n\n[defaults]\nenabled = false\n",
         s.cert.path("server.pem"),
         s.cert.path("server.key"),
         s.token.display(),
@@ -59,7 +59,7 @@ fn reload_applies_samplers_ttl_token_and_certificate() {
     let path = dir.path().join("agent.toml");
     let port = common::free_port();
     let write = |s: &Setup<'_>| {
-        std::fs::write(&path, config(s).replace("{PORT}", &port.to_string())).unwrap();
+        std::fs::write(&path, config(s, port)).unwrap();
     };
     write(&Setup {
         ttl: "100ms",

@@ -103,7 +103,7 @@ fn agent_is_ready_after_the_first_refresh_and_pings_the_watchdog() {
     let dir = tempfile::tempdir().unwrap();
     // A long TTL: the first scrape below is served from the refresh the
     // agent made before READY, so its timestamp says when that was.
-    let config = common::agent_config(dir.path(), |t| t.replace("ttl = \"100ms\"", "ttl = \"1h\""));
+    let config = common::agent_config(dir.path(), |c| c.set("general.ttl", "1h"));
     let mut agent = Agent::spawn_env(
         &["agent", config.to_str().unwrap()],
         &[
@@ -391,7 +391,7 @@ fn every_sampler_starts_with_only_the_units_capabilities_and_read_only_mounts() 
 /// `/samplers` of the agent started through `wrapper` (empty: directly).
 fn samplers_json(wrapper: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::agent_config(dir.path(), |t| t);
+    let config = common::agent_config(dir.path(), |c| c);
     let mut argv: Vec<&str> = wrapper.to_vec();
     let config = config.to_str().unwrap().to_string();
     argv.extend([BIN, "agent", &config]);

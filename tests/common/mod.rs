@@ -10,8 +10,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod cgroup;
+pub mod config;
 pub mod prometheus;
 pub mod tls;
+
+pub use config::Config;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sonde");
 
@@ -33,13 +36,12 @@ pub fn have(name: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }
 
-/// The repo's agent config with `[listen] address` moved to an ephemeral port and
-/// `extra` appended (TOML).
-pub fn agent_config(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join("config/agent.toml")).unwrap();
-    let text = edit(text.replace("address = \"127.0.0.1:4251\"", "address = \"127.0.0.1:0\""));
+/// The repo's agent config with `[listen] address` moved to an ephemeral
+/// port, then edited by `edit`, written to `dir`/agent.toml.
+pub fn agent_config(dir: &Path, edit: impl Fn(Config) -> Config) -> PathBuf {
+    let config = edit(Config::repo("agent").set("listen.address", "127.0.0.1:0"));
     let path = dir.join("agent.toml");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, config.text()).unwrap();
     path
 }
 
@@ -53,12 +55,12 @@ pub struct Agent {
 
 impl Agent {
     pub fn start() -> Agent {
-        Agent::start_with(|t| t)
+        Agent::start_with(|c| c)
     }
 
     /// Starts the agent on an edited copy of config/agent.toml and waits
     /// for its "listening on" line.
-    pub fn start_with(edit: impl Fn(String) -> String) -> Agent {
+    pub fn start_with(edit: impl Fn(Config) -> Config) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let config = agent_config(dir.path(), edit);
         Agent::spawn(&[config.to_str().unwrap()], dir, "agent")
@@ -462,9 +464,9 @@ pub fn bpf_or_skip() -> bool {
 /// The agent with every sampler disabled but `samplers`, its config then
 /// edited by `edit`. Each listed sampler must start: a BPF load failure is
 /// a test failure.
-pub fn agent_with_config(samplers: &[&str], edit: impl Fn(String) -> String) -> Agent {
+pub fn agent_with_config(samplers: &[&str], edit: impl Fn(Config) -> Config) -> Agent {
     let wanted: Vec<String> = samplers.iter().map(|s| s.to_string()).collect();
-    let agent = Agent::start_with(move |text| edit(only_samplers(&text, &wanted)));
+    let agent = Agent::start_with(move |c| edit(only_samplers(c, &wanted)));
     let list: Vec<serde_json::Value> =
         serde_json::from_slice(&agent.get("/samplers").body).unwrap();
     for s in &list {
@@ -475,36 +477,24 @@ pub fn agent_with_config(samplers: &[&str], edit: impl Fn(String) -> String) -> 
     agent
 }
 
-/// config/agent.toml's text with every sampler disabled but `wanted`.
-fn only_samplers(text: &str, wanted: &[String]) -> String {
-    let t = text.replace(
-        "[defaults]\n# Whether samplers without their own `enabled` run.\nenabled = true",
-        "[defaults]\nenabled = false",
-    );
-    // Turn the listed samplers on (their sections say `enabled = true`,
-    // which would otherwise win over [defaults]).
-    let mut out = String::new();
-    let mut current = String::new();
-    for line in t.lines() {
-        if let Some(name) = line
-            .strip_prefix("[samplers.")
-            .and_then(|l| l.strip_suffix(']'))
-        {
-            current = name.to_string();
-        }
-        if line == "enabled = true" && !current.is_empty() && !wanted.contains(&current) {
-            out.push_str("enabled = false\n");
-        } else {
-            out.push_str(line);
-            out.push('\n');
+/// config/agent.toml with every sampler disabled but `wanted`.
+fn only_samplers(c: Config, wanted: &[String]) -> Config {
+    let mut c = c.set("defaults.enabled", false);
+    // Turn the others off in their own sections too: each says
+    // `enabled = true`, which would otherwise win over [defaults].
+    for name in c.tables("samplers") {
+        let enabled = format!("samplers.{name}.enabled");
+        let on = c.get(&enabled).and_then(|v| v.as_bool()) == Some(true);
+        if on && !wanted.contains(&name) {
+            c = c.set(&enabled, false);
         }
     }
-    out
+    c
 }
 
 /// The agent with every sampler disabled but `samplers`.
 pub fn agent_with(samplers: &[&str]) -> Agent {
-    agent_with_config(samplers, |t| t)
+    agent_with_config(samplers, |c| c)
 }
 
 /// Sum of every sample of `metric` whose labels contain all of `labels`.
@@ -569,15 +559,15 @@ pub fn stable<K: PartialEq + std::fmt::Debug>(
 pub fn only_samplers_config(
     dir: &Path,
     samplers: &[&str],
-    edit: impl Fn(String) -> String,
+    edit: impl Fn(Config) -> Config,
 ) -> PathBuf {
     let wanted: Vec<String> = samplers.iter().map(|s| s.to_string()).collect();
-    agent_config(dir, move |text| edit(only_samplers(&text, &wanted)))
+    agent_config(dir, move |c| edit(only_samplers(c, &wanted)))
 }
 
 /// `sonde --once` with only `samplers`: one refresh printed, no socket (so
 /// no TCP traffic of its own, unlike a scrape).
-pub fn once_with(samplers: &[&str], edit: impl Fn(String) -> String) -> String {
+pub fn once_with(samplers: &[&str], edit: impl Fn(Config) -> Config) -> String {
     let dir = tempfile::tempdir().unwrap();
     let config = only_samplers_config(dir.path(), samplers, edit);
     let out = Command::new(BIN)
