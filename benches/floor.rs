@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use sonde::bpf::consts::{scheduler, syscall};
-use sonde::bpf::{BpfOptions, Loader};
+use sonde::bpf::{BpfContext, BpfOptions};
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
@@ -193,34 +193,33 @@ const LOOPS: &[Loop] = &[
 
 /// Sonde's scheduler object, loaded and attached as the agent does.
 fn sonde_scheduler(offcpu: bool) -> Box<dyn Any> {
-    let o = BpfOptions::default();
-    let bpf = Loader::new(
-        "scheduler",
-        scheduler_skel::SchedulerSkelBuilder::default,
-        &o,
-    )
-    .banks("sched_counters", scheduler::SCHED_BANK)
-    .histograms("sched_latency", scheduler::SCHED_HISTS)
-    .load_with::<scheduler_skel::SchedulerSkel<'static>>(
-        |open| {
-            open.maps.rodata_data.as_deref_mut().expect("rodata").offcpu = offcpu;
-            Ok(())
-        },
-        |_| Ok(()),
-    )
-    .expect("load the scheduler object");
+    let ctx = BpfContext::new("scheduler", BpfOptions::default());
+    let mut loader = ctx.loader(scheduler_skel::SchedulerSkelBuilder::default);
+    loader.banks("sched_counters", scheduler::SCHED_BANK);
+    loader.histograms("sched_latency", scheduler::SCHED_HISTS);
+    let bpf = loader
+        .load_with::<scheduler_skel::SchedulerSkel<'static>>(
+            |open| {
+                open.maps.rodata_data.as_deref_mut().expect("rodata").offcpu = offcpu;
+                Ok(())
+            },
+            |_| Ok(()),
+        )
+        .expect("load the scheduler object");
     Box::new(bpf)
 }
 
 /// Sonde's syscall object; `timed`: with its sys_exit program, timing 1 in
 /// `sample_every`.
 fn sonde_syscall(timed: bool, sample_every: u32) -> Box<dyn Any> {
-    let o = BpfOptions::default();
-    let unused: &[&str] = if timed { &[] } else { &["sys_exit"] };
-    let bpf = Loader::new("syscall", syscall_skel::SyscallSkelBuilder::default, &o)
-        .unused(unused)
-        .banks("syscall_counters", syscall::SYSCALL_BANK)
-        .histograms("syscall_latency", syscall::SYSCALL_OPS)
+    let ctx = BpfContext::new("syscall", BpfOptions::default());
+    let mut loader = ctx.loader(syscall_skel::SyscallSkelBuilder::default);
+    if !timed {
+        loader.unused(&["sys_exit"]);
+    }
+    loader.banks("syscall_counters", syscall::SYSCALL_BANK);
+    loader.histograms("syscall_latency", syscall::SYSCALL_OPS);
+    let bpf = loader
         .load_with::<syscall_skel::SyscallSkel<'static>>(
             |open| {
                 let rodata = open.maps.rodata_data.as_deref_mut().expect("rodata");

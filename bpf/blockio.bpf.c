@@ -39,7 +39,7 @@ SONDE_ARRAY(blockio_histograms);
 
 static __always_inline void count(__u32 cpu, __u32 slot, __u64 v)
 {
-	array_add(&blockio_counters, cpu * BLOCKIO_BANK + slot, v);
+	bank_add(&blockio_counters, BLOCKIO_BANK, cpu, slot, v);
 }
 
 /* The kernel's grouping of request operations for /proc/diskstats
@@ -60,8 +60,7 @@ static __always_inline int op_group(__u32 op)
 
 static __always_inline void observe(__u32 cpu, __u32 h, __u64 v)
 {
-	array_add(&blockio_histograms, (cpu * BLOCKIO_HISTS + h) * HISTOGRAM_BUCKETS + h2_index(v),
-		  1);
+	hist_add(&blockio_histograms, BLOCKIO_HISTS, cpu, h, v);
 }
 
 /* A request completes in one call here, or in parts (a driver's partial
@@ -97,12 +96,12 @@ static __always_inline void on_complete(bool btf, struct request *rq, int error,
 		count(cpu, BLOCKIO_SLOT_ERRORS + op, 1);
 	start = SONDE_READ(btf, rq, start_time_ns);
 	now = bpf_ktime_get_ns();
-	if (!start || now < start) {
+	if (!start) {
 		count(cpu, BLOCKIO_SLOT_DISCARDED, 1);
 		return;
 	}
-	observe(cpu, op, now - start);
-	count(cpu, BLOCKIO_SLOT_LATENCY_SUM + op, now - start);
+	observe_span(&blockio_histograms, BLOCKIO_HISTS, &blockio_counters, BLOCKIO_BANK, cpu, op,
+		     BLOCKIO_SLOT_LATENCY_SUM + op, BLOCKIO_SLOT_DISCARDED, start, now);
 }
 
 SONDE_HOOK(block_rq_complete, block_rq_complete, on_complete(btf, rq, error, nr_bytes),

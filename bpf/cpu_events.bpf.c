@@ -9,7 +9,7 @@ SONDE_ARRAY(cpu_counters);
 
 static __always_inline void on_migrate(void)
 {
-	array_add(&cpu_counters, bpf_get_smp_processor_id() * CPU_BANK + CPU_SLOT_MIGRATIONS, 1);
+	bank_add(&cpu_counters, CPU_BANK, bpf_get_smp_processor_id(), CPU_SLOT_MIGRATIONS, 1);
 }
 
 static __always_inline void on_tlb_flush(int reason)
@@ -19,7 +19,7 @@ static __always_inline void on_tlb_flush(int reason)
 	/* Reasons past the known ones share the last slot ("other"). */
 	if (r >= CPU_TLB_REASONS - 1)
 		r = CPU_TLB_REASONS - 1;
-	array_add(&cpu_counters, bpf_get_smp_processor_id() * CPU_BANK + CPU_SLOT_TLB + r, 1);
+	bank_add(&cpu_counters, CPU_BANK, bpf_get_smp_processor_id(), CPU_SLOT_TLB + r, 1);
 }
 
 SONDE_HOOK(sched_migrate_task, sched_migrate_task, on_migrate(), struct task_struct *p,

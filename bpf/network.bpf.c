@@ -23,14 +23,14 @@ static __always_inline void on_drop(__u32 reason)
 		return;
 	if (reason >= NET_DROP_REASONS)
 		reason = NET_DROP_REASONS - 1;
-	array_add(&net_drops, bpf_get_smp_processor_id() * NET_DROP_REASONS + reason, 1);
+	bank_add(&net_drops, NET_DROP_REASONS, bpf_get_smp_processor_id(), reason, 1);
 }
 
 SONDE_HOOK(kfree_skb, kfree_skb, on_drop(reason), struct sk_buff *skb, void *location,
 	   enum skb_drop_reason reason)
 
 SONDE_HOOK(net_dev_xmit_timeout, net_dev_xmit_timeout,
-	   array_add(&net_counters, bpf_get_smp_processor_id() * NET_BANK + NET_SLOT_TIMEOUTS, 1),
+	   bank_add(&net_counters, NET_BANK, bpf_get_smp_processor_id(), NET_SLOT_TIMEOUTS, 1),
 	   struct net_device *dev, int queue)
 
 /* GPL-compatible for the kernel (GPL-only helpers), MIT like the rest. */

@@ -20,7 +20,8 @@
 _Static_assert(PROCESSES_SLOT_LOST < PROCESSES_BANK, "bank overflows");
 _Static_assert(PROCESSES_BANK % CACHELINE_U64S == 0, "bank is not whole cache lines");
 
-/* Read by src/samplers/processes/exits.rs: keep the layouts equal. */
+/* One record per ended process, read by src/samplers/processes/exits.rs
+ * through the skeleton's generated `types::process_exit`. */
 struct process_exit {
 	__u32 tgid;
 	__u32 flags;
@@ -35,7 +36,9 @@ struct process_exit {
 	char comm[16];
 };
 
-_Static_assert(sizeof(struct process_exit) == 72, "record layout changed");
+/* Never written: its type puts `struct process_exit` in the skeleton's
+ * generated types, which user space decodes the records with. */
+struct process_exit process_exit_layout = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -57,8 +60,8 @@ static __always_inline void on_free(struct task_struct *p)
 		return;
 	e = bpf_ringbuf_reserve(&process_exits, sizeof(*e), 0);
 	if (!e) {
-		array_add(&processes_counters,
-			  bpf_get_smp_processor_id() * PROCESSES_BANK + PROCESSES_SLOT_LOST, 1);
+		bank_add(&processes_counters, PROCESSES_BANK, bpf_get_smp_processor_id(),
+			 PROCESSES_SLOT_LOST, 1);
 		return;
 	}
 	e->tgid = tgid;

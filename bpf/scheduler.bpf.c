@@ -74,20 +74,13 @@ struct {
 
 static __always_inline void count(__u32 cpu, __u32 slot)
 {
-	array_add(&sched_counters, cpu * SCHED_BANK + slot, 1);
+	bank_add(&sched_counters, SCHED_BANK, cpu, slot, 1);
 }
 
-/* Observes `end - start` in histogram `h`, or counts it as discarded when
- * the stamps are out of order. */
 static __always_inline void observe(__u32 cpu, __u32 h, __u64 start, __u64 end)
 {
-	if (end < start) {
-		count(cpu, SCHED_SLOT_DISCARDED);
-		return;
-	}
-	array_add(&sched_latency,
-		  (cpu * SCHED_HISTS + h) * HISTOGRAM_BUCKETS + h2_index(end - start), 1);
-	array_add(&sched_counters, cpu * SCHED_BANK + SCHED_SLOT_SUM + h, end - start);
+	observe_span(&sched_latency, SCHED_HISTS, &sched_counters, SCHED_BANK, cpu, h,
+		     SCHED_SLOT_SUM + h, SCHED_SLOT_DISCARDED, start, end);
 }
 
 static __always_inline struct departure *stamps_raw(__u32 pid, bool create)
@@ -112,7 +105,8 @@ static __always_inline struct departure *stamps(bool btf, struct task_struct *t,
 
 static __always_inline void cgroup_add(__u32 cpu, __u32 slot, __u32 field, __u64 v)
 {
-	array_add(&sched_cgroups, (cpu * SCHED_CGROUPS + slot) * SCHED_CG_FIELDS + field, v);
+	bank_add(&sched_cgroups, SCHED_CGROUPS * SCHED_CG_FIELDS, cpu, slot * SCHED_CG_FIELDS + field,
+		 v);
 }
 
 /* Attributes the switch to cgroups: prev's slot is the one cached when it
@@ -123,12 +117,10 @@ static __always_inline void cgroup_switch(bool btf, __u32 cpu, __u32 prev_pid, _
 					  struct task_struct *next, bool involuntary, __u64 arrived,
 					  __u64 queued, __u64 now)
 {
-	__u32 idx = cpu * SCHED_BANK + SCHED_SLOT_CGROUP,
-	      gidx = cpu * SCHED_BANK + SCHED_SLOT_CG_GEN;
-	__u32 nidx = SCHED_SLOT_GEN, *slotp;
-	__u64 *cur = bpf_map_lookup_elem(&sched_counters, &idx), id;
-	__u64 *gen = bpf_map_lookup_elem(&sched_counters, &gidx);
-	__u64 *now_gen = bpf_map_lookup_elem(&sched_counters, &nidx);
+	__u64 *cur = bank_get(&sched_counters, SCHED_BANK, cpu, SCHED_SLOT_CGROUP), id;
+	__u64 *gen = bank_get(&sched_counters, SCHED_BANK, cpu, SCHED_SLOT_CG_GEN);
+	__u64 *now_gen = bank_get(&sched_counters, SCHED_BANK, 0, SCHED_SLOT_GEN);
+	__u32 *slotp;
 
 	if (!cur || !gen || !now_gen)
 		return;

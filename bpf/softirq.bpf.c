@@ -15,8 +15,8 @@ SONDE_ARRAY(softirq_counters);
 
 static __always_inline void on_entry(void)
 {
-	__u32 idx = bpf_get_smp_processor_id() * SOFTIRQ_BANK + SOFTIRQ_SLOT_START;
-	__u64 *start = bpf_map_lookup_elem(&softirq_counters, &idx);
+	__u64 *start = bank_get(&softirq_counters, SOFTIRQ_BANK, bpf_get_smp_processor_id(),
+				SOFTIRQ_SLOT_START);
 
 	if (start)
 		*start = bpf_ktime_get_ns();
@@ -25,17 +25,16 @@ static __always_inline void on_entry(void)
 static __always_inline void on_exit(unsigned int vec)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
-	__u32 idx = cpu * SOFTIRQ_BANK + SOFTIRQ_SLOT_START;
-	__u64 *start = bpf_map_lookup_elem(&softirq_counters, &idx), now;
+	__u64 *start = bank_get(&softirq_counters, SOFTIRQ_BANK, cpu, SOFTIRQ_SLOT_START), now;
 
 	if (!start || vec >= SOFTIRQ_KINDS)
 		return;
 	now = bpf_ktime_get_ns();
 	if (!*start || now < *start) {
-		array_add(&softirq_counters, cpu * SOFTIRQ_BANK + SOFTIRQ_SLOT_DISCARDED, 1);
+		bank_add(&softirq_counters, SOFTIRQ_BANK, cpu, SOFTIRQ_SLOT_DISCARDED, 1);
 		return;
 	}
-	array_add(&softirq_counters, cpu * SOFTIRQ_BANK + SOFTIRQ_SLOT_TIME + vec, now - *start);
+	bank_add(&softirq_counters, SOFTIRQ_BANK, cpu, SOFTIRQ_SLOT_TIME + vec, now - *start);
 	*start = 0;
 }
 

@@ -62,9 +62,12 @@ struct {
 
 static __always_inline __u64 *bank_slot(__u32 cpu, __u32 slot)
 {
-	__u32 idx = cpu * SYSCALL_BANK + slot;
+	return bank_get(&syscall_counters, SYSCALL_BANK, cpu, slot);
+}
 
-	return bpf_map_lookup_elem(&syscall_counters, &idx);
+static __always_inline void count(__u32 cpu, __u32 slot)
+{
+	bank_add(&syscall_counters, SYSCALL_BANK, cpu, slot, 1);
 }
 
 /* Counts the syscall for the current task's cgroup. The cache is keyed by
@@ -93,8 +96,8 @@ static __always_inline void cgroup_count(bool btf, __u32 cpu, __u32 op)
 		*gen = *now_gen;
 	}
 	if (*slot && *slot <= SYSCALL_CGROUPS)
-		array_add(&syscall_cgroups,
-			  ((cpu * SYSCALL_CGROUPS) + (__u32)(*slot - 1)) * SYSCALL_OPS + op, 1);
+		bank_add(&syscall_cgroups, SYSCALL_CGROUPS * SYSCALL_OPS, cpu,
+			 (__u32)(*slot - 1) * SYSCALL_OPS + op, 1);
 }
 
 /* Whether this syscall is timed. A per-CPU countdown decides, reset to a
@@ -103,12 +106,11 @@ static __always_inline void cgroup_count(bool btf, __u32 cpu, __u32 op)
  * sample is not tied to the op, the task, the CPU or the latency. */
 static __always_inline bool sampled(__u32 cpu)
 {
-	__u32 idx = cpu * SYSCALL_BANK + SYSCALL_SLOT_COUNTDOWN;
 	__u64 *left;
 
 	if (sample_every <= 1)
 		return true;
-	left = bpf_map_lookup_elem(&syscall_counters, &idx);
+	left = bank_slot(cpu, SYSCALL_SLOT_COUNTDOWN);
 	if (!left)
 		return false;
 	if (*left > 1) {
@@ -126,7 +128,7 @@ static __always_inline void on_enter(bool btf, long id)
 
 	opp = bpf_map_lookup_elem(&syscall_ops, &nr);
 	op = opp ? *opp : 0;
-	array_add(&syscall_counters, cpu * SYSCALL_BANK + SYSCALL_SLOT_COUNT + op, 1);
+	count(cpu, SYSCALL_SLOT_COUNT + op);
 	if (cgroups && op < SYSCALL_OPS)
 		cgroup_count(btf, cpu, op);
 	if (!timed || !sampled(cpu))
@@ -134,7 +136,7 @@ static __always_inline void on_enter(bool btf, long id)
 	s = bpf_task_storage_get(&syscall_start, bpf_get_current_task_btf(), 0,
 				 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!s) {
-		array_add(&syscall_counters, cpu * SYSCALL_BANK + SYSCALL_SLOT_DISCARDED, 1);
+		count(cpu, SYSCALL_SLOT_DISCARDED);
 		return;
 	}
 	s->op = op;
@@ -155,13 +157,12 @@ static __always_inline void on_exit(void)
 	op = s->op;
 	s->ts = 0;
 	cpu = bpf_get_smp_processor_id();
-	if (now < start || op >= SYSCALL_OPS) {
-		array_add(&syscall_counters, cpu * SYSCALL_BANK + SYSCALL_SLOT_DISCARDED, 1);
+	if (op >= SYSCALL_OPS) {
+		count(cpu, SYSCALL_SLOT_DISCARDED);
 		return;
 	}
-	array_add(&syscall_latency,
-		  (cpu * SYSCALL_OPS + op) * HISTOGRAM_BUCKETS + h2_index(now - start), 1);
-	array_add(&syscall_counters, cpu * SYSCALL_BANK + SYSCALL_SLOT_SUM + op, now - start);
+	observe_span(&syscall_latency, SYSCALL_OPS, &syscall_counters, SYSCALL_BANK, cpu, op,
+		     SYSCALL_SLOT_SUM + op, SYSCALL_SLOT_DISCARDED, start, now);
 }
 
 SONDE_HOOK(sys_enter, sys_enter, on_enter(btf, id), struct pt_regs *regs, long id)

@@ -38,12 +38,12 @@ SONDE_ARRAY(tcp_histograms);
 
 static __always_inline void count(__u32 cpu, __u32 slot, __u64 v)
 {
-	array_add(&tcp_counters, cpu * TCP_BANK + slot, v);
+	bank_add(&tcp_counters, TCP_BANK, cpu, slot, v);
 }
 
 static __always_inline void observe(__u32 cpu, __u32 h, __u64 v)
 {
-	array_add(&tcp_histograms, (cpu * TCP_HISTS + h) * HISTOGRAM_BUCKETS + h2_index(v), 1);
+	hist_add(&tcp_histograms, TCP_HISTS, cpu, h, v);
 	count(cpu, TCP_SLOT_SUM + h, v);
 }
 

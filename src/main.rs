@@ -48,7 +48,7 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Run the relay exporter: pull /metrics/binary from the agents in
+    /// Run the exporter: pull /metrics/binary from the agents in
     /// [[sources]] every [general] interval and serve one Prometheus target
     /// on [listen] address (default 127.0.0.1:4252) with latency
     /// percentiles. Needs no privileges.
@@ -167,9 +167,9 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { config, kind }) => check(&config, kind),
         Some(Command::Agent { config, once }) => agent(&config, once || cli.once),
-        Some(Command::Exporter { config }) => relay(&config),
+        Some(Command::Exporter { config }) => exporter(&config),
         Some(Command::Push { config }) => pusher(&config),
-        Some(Command::Hindsight { config }) => flight_recorder(&config),
+        Some(Command::Hindsight { config }) => hindsight(&config),
         Some(Command::Top {
             config,
             once,
@@ -204,45 +204,38 @@ fn main() -> ExitCode {
 }
 
 fn agent(path: &Path, once: bool) -> ExitCode {
+    let load = |p: &Path| AgentConfig::load(p, &push::spool_path);
     run_mode(
-        AgentConfig::load(path, &push::spool_path),
+        load(path),
         |c| c.log.level,
-        |config| {
-            if once {
-                agent::once(config)
-            } else {
-                let file = path.to_path_buf();
-                agent::run(
-                    path,
-                    config,
-                    Box::new(move || AgentConfig::load(&file, &push::spool_path)),
-                )
-            }
+        |config| match once {
+            true => agent::once(config),
+            false => agent::run(path, config, Box::new(load)),
         },
     )
 }
 
-fn relay(path: &Path) -> ExitCode {
+fn exporter(path: &Path) -> ExitCode {
     run_mode(
-        Source::read(path).and_then(|s| ExporterConfig::from_source(&s)),
+        ExporterConfig::load(path),
         |c| c.log.level,
-        |config| exporter::run(path, config),
+        |config| exporter::run(path, config, Box::new(ExporterConfig::load)),
     )
 }
 
 fn pusher(path: &Path) -> ExitCode {
     run_mode(
-        Source::read(path).and_then(|s| PushConfig::from_source(&s)),
+        PushConfig::load(path),
         |c| c.log.level,
-        |config| push::run(path, config),
+        |config| push::run(path, config, Box::new(PushConfig::load)),
     )
 }
 
-fn flight_recorder(path: &Path) -> ExitCode {
+fn hindsight(path: &Path) -> ExitCode {
     run_mode(
-        Source::read(path).and_then(|s| HindsightConfig::from_source(&s)),
+        HindsightConfig::load(path),
         |c| c.log.level,
-        |config| hindsight::run(path, config),
+        |config| hindsight::run(path, config, Box::new(HindsightConfig::load)),
     )
 }
 

@@ -332,7 +332,7 @@ macro_rules! family {
         name: $name:literal,
         unit: $unit:ident,
         labels: [$($label:literal),* $(,)?],
-        sampler: $sampler:literal,
+        sampler: $sampler:expr,
         source: $source:literal,
         help: $help:literal $(,)?
     }) => {

@@ -96,4 +96,47 @@ static __always_inline void array_add(void *map, __u32 idx, __u64 v)
 		*c += v;
 }
 
+/* The indexing of the two array shapes, written once (the Rust side reads
+ * them so, src/bpf/mmap.rs). Every argument but the CPU and the value is a
+ * constant where these are inlined, so they cost what the open-coded
+ * arithmetic did. */
+
+/* Slot `slot` of `cpu`'s bank, in an array of per-CPU banks `width` u64s
+ * wide (state a program reads back, e.g. a stamp): NULL past the end. */
+static __always_inline __u64 *bank_get(void *banks, __u32 width, __u32 cpu, __u32 slot)
+{
+	__u32 idx = cpu * width + slot;
+
+	return bpf_map_lookup_elem(banks, &idx);
+}
+
+/* Adds `v` to slot `slot` of `cpu`'s bank. */
+static __always_inline void bank_add(void *banks, __u32 width, __u32 cpu, __u32 slot, __u64 v)
+{
+	array_add(banks, cpu * width + slot, v);
+}
+
+/* Counts `v` in histogram `h` of `cpu`, in an array of `count` H2
+ * histograms per CPU. */
+static __always_inline void hist_add(void *hists, __u32 count, __u32 cpu, __u32 h, __u64 v)
+{
+	array_add(hists, (cpu * count + h) * HISTOGRAM_BUCKETS + h2_index(v), 1);
+}
+
+/* The step every latency takes: `end - start` counted in histogram `h` and
+ * added to the bank's `sum` slot (the exact total, for the mean); stamps
+ * out of order count in the bank's `discarded` slot instead, so a negative
+ * time is never bucketed. */
+static __always_inline void observe_span(void *hists, __u32 count, void *banks, __u32 width,
+					 __u32 cpu, __u32 h, __u32 sum, __u32 discarded,
+					 __u64 start, __u64 end)
+{
+	if (end < start) {
+		bank_add(banks, width, cpu, discarded, 1);
+		return;
+	}
+	hist_add(hists, count, cpu, h, end - start);
+	bank_add(banks, width, cpu, sum, end - start);
+}
+
 #endif

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::bpf::BpfOptions;
 use crate::config::{
     check_sections, listen_section, section, ByteSize, Checker, ConfigError, HumanDuration, Listen,
     LogConfig, Segment, Source,
@@ -20,7 +21,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:4251";
 /// directory (main supplies it: a mode does not import another mode).
 pub type PushSpool<'a> = &'a dyn Fn(&Path) -> Result<PathBuf, String>;
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct AgentConfig {
     pub listen: Listen,
     pub general: General,
@@ -39,7 +40,7 @@ pub struct AgentConfig {
 
 /// `[privileges]`: what the agent keeps after every BPF program is loaded
 /// and attached (see `crate::privileges`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Privileges {
     /// Drop every capability the refreshes do not need, set no_new_privs.
@@ -82,7 +83,7 @@ fn check_privileges(c: &mut Checker, p: &Privileges) -> Option<Account> {
 }
 
 /// `[push]`: run `sonde push` as a supervised child of the agent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Push {
     pub enabled: bool,
@@ -100,7 +101,7 @@ impl Default for Push {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct User {
     pub name: String,
     pub uid: u32,
@@ -135,7 +136,7 @@ fn check_push(c: &mut Checker, push: &Push, push_spool: PushSpool<'_>) -> Option
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct General {
     /// How long a refreshed snapshot serves scrapes before the next refresh.
@@ -152,7 +153,7 @@ impl Default for General {
 
 /// The fixed bucket set of classic histograms on `/metrics`: powers of two
 /// from `min` (rounded down) to `max` (rounded up), per unit.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Prometheus {
     pub histogram_time_min: HumanDuration,
@@ -186,7 +187,7 @@ impl Prometheus {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Defaults {
     pub enabled: bool,
@@ -198,9 +199,11 @@ impl Default for Defaults {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SamplerSettings {
     pub enabled: Option<bool>,
+    /// `hook` and `disable` of a BPF sampler.
+    pub bpf: BpfOptions,
     /// The rest of the section, validated by the sampler's spec.
     pub options: toml::Value,
 }
@@ -293,11 +296,21 @@ impl AgentConfig {
             .unwrap_or(self.defaults.enabled)
     }
 
+    /// The sampler's own options (its section without `enabled`, `hook`
+    /// and `disable`).
     pub fn options(&self, name: &str) -> toml::Value {
         self.samplers
             .get(name)
             .map(|s| s.options.clone())
             .unwrap_or_else(|| toml::Value::Table(Default::default()))
+    }
+
+    /// A BPF sampler's `hook` and `disable`.
+    pub fn bpf_options(&self, name: &str) -> BpfOptions {
+        self.samplers
+            .get(name)
+            .map(|s| s.bpf.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -341,9 +354,15 @@ fn samplers(c: &mut Checker<'_>, value: Option<toml::Value>) -> BTreeMap<String,
                 None
             }
         };
-        let options = toml::Value::Table(section);
-        if (spec.validate)(c, &path, options.clone()) {
-            out.insert(name, SamplerSettings { enabled, options });
+        if let Some((bpf, options)) = spec.check(c, &path, section) {
+            out.insert(
+                name,
+                SamplerSettings {
+                    enabled,
+                    bpf,
+                    options,
+                },
+            );
         }
     }
     out

@@ -2,6 +2,8 @@
 
 pub mod collector;
 pub mod config;
+pub mod instance;
+pub mod samplers;
 pub mod server;
 pub mod supervisor;
 pub mod systeminfo;
@@ -10,92 +12,102 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::Router;
 
+use crate::config::Listen;
+use crate::daemon::{self, Daemon, Reload};
 use crate::privileges;
-use crate::runtime::{self, Events};
+use crate::runtime::Events;
 use collector::Collector;
 use config::AgentConfig;
 
-/// Re-reads the agent's config file (main supplies it: it knows how to
-/// resolve the pusher's spool, which this mode may not import).
-pub type Loader = Box<dyn Fn() -> Result<AgentConfig, crate::config::ConfigError> + Send + Sync>;
-
 /// Runs the agent until SIGTERM or SIGINT, then drains in-flight requests.
-/// SIGHUP reloads the config with `load`.
-pub fn run(path: &Path, config: AgentConfig, load: Loader) -> anyhow::Result<()> {
-    runtime::set_component("agent");
-    runtime::ignore_hangup();
-    let collector = Arc::new(Collector::start(&config));
-    let pusher = match &config.push_user {
-        Some(user) => Some(supervisor::Supervisor::start(&config.push, user)?),
-        None => None,
-    };
-    let result = runtime::build("sonde")?.block_on(async move {
-        let events = Events::watch();
-        let (server, handle) = crate::serve::start(&config.listen, path).await?;
+/// SIGHUP re-reads the config with `reload`.
+pub fn run(path: &Path, config: AgentConfig, reload: Reload<AgentConfig>) -> anyhow::Result<()> {
+    daemon::run::<Agent>(path, config, reload)
+}
+
+/// The agent as a [`Daemon`]: the samplers behind the scrape cache, and
+/// the supervised pusher.
+pub struct Agent {
+    collector: Arc<Collector>,
+    pusher: std::sync::Mutex<Option<supervisor::Supervisor>>,
+}
+
+impl Daemon for Agent {
+    type Config = AgentConfig;
+    const COMPONENT: &'static str = "agent";
+
+    fn listen(config: &AgentConfig) -> &Listen {
+        &config.listen
+    }
+
+    async fn start(_: &Path, config: &AgentConfig, _: &Events) -> anyhow::Result<Self> {
+        // Loading BPF programs takes a moment of this thread.
+        let collector = Arc::new(tokio::task::block_in_place(|| Collector::start(config)));
+        let pusher = match &config.push_user {
+            Some(user) => Some(supervisor::Supervisor::start(&config.push, user)?),
+            None => None,
+        };
         // After the BPF loads, the pusher's spool chown and the bind (a
         // port below 1024 needs CAP_NET_BIND_SERVICE).
         if config.privileges.drop {
-            drop_privileges(&config, &collector)?;
+            drop_privileges(config, &collector)?;
         }
-        let c = Arc::clone(&collector);
-        let running = Arc::new(std::sync::Mutex::new(config));
-        let load = Arc::new(load);
-        runtime::on_reload(&events, move || {
-            let (c, handle, load, running) = (
-                Arc::clone(&c),
-                handle.clone(),
-                Arc::clone(&load),
-                Arc::clone(&running),
-            );
-            async move { reload(&c, &handle, &load, &running).await }
-        });
-        notify_ready(&collector, server.local_addr()).await;
-        crate::serve::run(server, server::router(collector), events.shutdown()).await
-    });
-    if let Some(p) = pusher {
-        p.stop();
+        Ok(Agent {
+            collector,
+            pusher: std::sync::Mutex::new(pusher),
+        })
     }
-    result
-}
 
-/// Applies the config file as it is now: `[listen]` first (a new address
-/// or unusable TLS files refuse the whole reload), then the samplers, the
-/// TTL and the buckets. `[push]`, `[privileges]` and `[log]` are read at
-/// start only.
-async fn reload(
-    collector: &Collector,
-    handle: &crate::serve::Handle,
-    load: &Loader,
-    running: &std::sync::Mutex<AgentConfig>,
-) -> anyhow::Result<()> {
-    let new = tokio::task::block_in_place(load)?;
-    handle.apply(&new.listen).await?;
-    let failed = collector.reload(&new).await;
-    let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
-    for (section, changed) in [
-        (
-            "[push]",
-            format!("{:?}", running.push) != format!("{:?}", new.push),
-        ),
-        ("[log]", running.log.level != new.log.level),
-        (
-            "[privileges]",
-            format!("{:?}", running.privileges) != format!("{:?}", new.privileges),
-        ),
-    ] {
-        if changed {
-            tracing::warn!("{section} changed: it takes effect when the agent restarts");
+    /// Refreshes once, so the first scrape and READY see sampler data.
+    async fn ready(&self) -> String {
+        self.collector.refresh_now().await;
+        let reports = self.collector.samplers.reports();
+        let active = reports
+            .iter()
+            .filter(|r| r.status == instance::Status::Active)
+            .count();
+        format!("{active} of {} samplers active", reports.len())
+    }
+
+    fn router(self: &Arc<Self>) -> Router {
+        server::router(Arc::clone(&self.collector))
+    }
+
+    fn alive(&self) -> bool {
+        !self.collector.samplers.wedged(WEDGED)
+    }
+
+    /// `[listen]` is applied first (a new address or unusable TLS files
+    /// refuse the whole reload), then the samplers, the TTL and the
+    /// buckets. `[push]`, `[privileges]` and `[log]` are read at start only.
+    async fn reload(&self, running: &AgentConfig, new: &AgentConfig) -> anyhow::Result<()> {
+        let failed = self.collector.reload(new).await;
+        for (section, changed) in [
+            ("[push]", running.push != new.push),
+            ("[log]", running.log != new.log),
+            ("[privileges]", running.privileges != new.privileges),
+        ] {
+            if changed {
+                tracing::warn!("{section} changed: it takes effect when the agent restarts");
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "applied, except samplers that could not start:\n{}",
+                failed.join("\n")
+            )
         }
     }
-    *running = new;
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "applied, except samplers that could not start:\n{}",
-            failed.join("\n")
-        )
+
+    async fn stop(&self) {
+        let pusher = self.pusher.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(p) = pusher {
+            tokio::task::block_in_place(|| p.stop());
+        }
     }
 }
 
@@ -104,8 +116,8 @@ async fn reload(
 /// refresh without what was dropped fails now, loudly, not at a scrape.
 fn drop_privileges(config: &AgentConfig, collector: &Collector) -> anyhow::Result<()> {
     let mut keep = 0;
-    for i in collector.instances().iter().filter(|i| i.active()) {
-        keep |= privileges::needs(i.name);
+    for i in collector.samplers.instances().iter().filter(|i| i.active()) {
+        keep |= i.capabilities;
     }
     let uid = config.privileges_user.as_ref().map_or(0, |u| u.uid);
     let gid = config.privileges_user.as_ref().map_or(0, |u| u.gid);
@@ -131,8 +143,8 @@ fn drop_privileges(config: &AgentConfig, collector: &Collector) -> anyhow::Resul
         d.took
     );
     collector.refresh();
-    for r in collector.reports() {
-        if r.status == collector::Status::Active {
+    for r in collector.samplers.reports() {
+        if r.status == instance::Status::Active {
             if let Some(e) = r.reason {
                 tracing::error!(
                     "sampler {}: FAILED its first refresh after the privilege drop: {e}",
@@ -147,25 +159,6 @@ fn drop_privileges(config: &AgentConfig, collector: &Collector) -> anyhow::Resul
 /// A refresh stuck this long means a sampler hangs (refreshes take
 /// milliseconds): the watchdog stops pinging and systemd restarts us.
 const WEDGED: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Refreshes once (so the first scrape and READY see sampler data), starts
-/// the systemd watchdog and tells systemd we are ready; no-ops without it.
-async fn notify_ready(collector: &Arc<Collector>, addr: Option<std::net::SocketAddr>) {
-    collector.refresh_now().await;
-    let c = Arc::clone(collector);
-    // Detached: it pings until the runtime shuts down.
-    let _ = crate::systemd::spawn_watchdog(move || !c.wedged(WEDGED));
-    let reports = collector.reports();
-    let active = reports
-        .iter()
-        .filter(|r| r.status == collector::Status::Active)
-        .count();
-    let addr = addr.map(|a| a.to_string()).unwrap_or_default();
-    crate::systemd::ready(&format!(
-        "{active} of {} samplers active; serving http://{addr}/metrics",
-        reports.len()
-    ));
-}
 
 /// Refreshes every sampler once and prints Prometheus text to stdout.
 pub fn once(config: AgentConfig) -> anyhow::Result<()> {

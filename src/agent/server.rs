@@ -45,7 +45,7 @@ async fn json(State(c): State<Arc<Collector>>) -> Response {
 }
 
 async fn samplers(State(c): State<Arc<Collector>>) -> Response {
-    let body = serde_json::to_vec_pretty(&c.reports()).unwrap_or_default();
+    let body = serde_json::to_vec_pretty(&c.samplers.reports()).unwrap_or_default();
     bytes_response("application/json", Bytes::from(body))
 }
 

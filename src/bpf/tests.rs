@@ -97,7 +97,9 @@ fn tracepoints_are_looked_up_in_the_kernel_btf() {
         eprintln!("SKIPPED: no /sys/kernel/btf/vmlinux");
         return;
     }
-    assert!(super::kernel_has_tracepoint("sched_switch"));
-    assert!(super::kernel_has_tracepoint("sys_enter"));
-    assert!(!super::kernel_has_tracepoint("sonde_no_such_tracepoint"));
+    assert!(super::btf::kernel_has_tracepoint("sched_switch"));
+    assert!(super::btf::kernel_has_tracepoint("sys_enter"));
+    assert!(!super::btf::kernel_has_tracepoint(
+        "sonde_no_such_tracepoint"
+    ));
 }

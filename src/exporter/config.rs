@@ -1,28 +1,28 @@
-//! `config/exporter.toml`: the relay exporter's configuration.
+//! `config/exporter.toml`: the exporter's configuration.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::client::{PullSource, SourceKeys};
 use crate::config::{
-    check_sections, listen_section, section, Checker, ConfigError, HttpUrl, HumanDuration, Listen,
+    check_sections, listen_section, section, Checker, ConfigError, HumanDuration, Listen,
     LogConfig, Segment, Source,
 };
-use crate::snapshot::upstream::{self, Upstream};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4252";
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct ExporterConfig {
     pub listen: Listen,
     pub general: General,
     pub log: LogConfig,
-    pub sources: Vec<SourceConfig>,
+    /// Pulled every `general.interval` (their own `interval` is that).
+    pub sources: Vec<PullSource>,
     pub prometheus: Prometheus,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct General {
     pub interval: HumanDuration,
@@ -38,18 +38,7 @@ impl Default for General {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    pub url: HttpUrl,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// TLS and credentials for an agent whose `[listen]` needs them.
-    #[serde(skip)]
-    pub upstream: Upstream,
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Prometheus {
     pub percentiles: Vec<f64>,
@@ -66,6 +55,10 @@ impl Default for Prometheus {
 }
 
 impl ExporterConfig {
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        Self::from_source(&Source::read(path)?)
+    }
+
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         let mut table = source.table()?;
         let mut c = Checker::new(source);
@@ -79,43 +72,9 @@ impl ExporterConfig {
         let general = section::<General>(&mut c, &mut table, "general");
         let log = section::<LogConfig>(&mut c, &mut table, "log");
         let prometheus = section::<Prometheus>(&mut c, &mut table, "prometheus");
-        let sources: Vec<SourceConfig> = match table.remove("sources") {
-            Some(mut v) => {
-                // Each source's TLS and credential keys, by index.
-                let mut upstreams = Vec::new();
-                if let toml::Value::Array(items) = &mut v {
-                    for (i, item) in items.iter_mut().enumerate() {
-                        let at = [Segment::Key("sources".into()), Segment::Index(i)];
-                        upstreams.push(upstream::take(&mut c, &at, Some(item)));
-                    }
-                }
-                let mut sources: Vec<SourceConfig> = c
-                    .deserialize(&[Segment::Key("sources".into())], v)
-                    .unwrap_or_default();
-                for (s, u) in sources.iter_mut().zip(upstreams) {
-                    s.upstream = u;
-                }
-                sources
-            }
-            None => {
-                c.problem(&[], "no [[sources]]: add at least one, e.g. [[sources]] url = \"http://127.0.0.1:4251\"");
-                Vec::new()
-            }
-        };
-        for (i, s) in sources.iter().enumerate() {
-            if sources[..i]
-                .iter()
-                .any(|o| o.url.0.trim_end_matches('/') == s.url.0.trim_end_matches('/'))
-            {
-                c.problem(
-                    &[
-                        Segment::Key("sources".into()),
-                        Segment::Index(i),
-                        Segment::Key("url".into()),
-                    ],
-                    format!("`{}` is listed twice", s.url.0),
-                );
-            }
+        let mut sources = PullSource::array(&mut c, &mut table, "sources", SourceKeys::Labels);
+        for s in &mut sources {
+            s.interval = general.interval.0;
         }
         if prometheus.percentiles.len() > 16 {
             c.problem(

@@ -5,7 +5,7 @@
 //! or timed out, and served from memory: scrapes cost a copy, not a render.
 
 pub mod config;
-pub mod relay;
+pub mod source;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -19,15 +19,16 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 
-use crate::config::Source;
+use crate::client::{self, Upstream};
+use crate::config::Listen;
+use crate::daemon::{self, Daemon, Reload};
 use crate::prometheus::text::TEXT_CONTENT_TYPE;
 use crate::prometheus::{Format, Renderer};
-use crate::runtime::{self, Events, Ticker};
+use crate::runtime::{Events, Ticker};
 use crate::serve::{self, accepts_gzip, negotiated, Gzip};
 use crate::snapshot::fetch::{self, Failure};
-use crate::snapshot::upstream::Upstream;
 use config::ExporterConfig;
-use relay::{Settings, SourceState};
+use source::{Settings, SourceState};
 
 /// The rendered body, plain and gzip'd, swapped whole once per interval.
 #[derive(Default)]
@@ -40,73 +41,78 @@ struct Shared {
     body: Mutex<Arc<Body>>,
 }
 
-pub fn run(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {
-    runtime::set_component("exporter");
-    runtime::ignore_hangup();
-    runtime::build("sonde-exporter")?.block_on(serve_config(path, config))
+/// The exporter as a [`Daemon`]: the puller task and the body it
+/// publishes.
+pub struct Exporter {
+    shared: Arc<Shared>,
+    pulling: Mutex<tokio::task::JoinHandle<()>>,
+    sources: usize,
 }
 
-async fn serve_config(path: &Path, config: ExporterConfig) -> anyhow::Result<()> {
-    let events = Events::watch();
-    let (server, handle) = serve::start(&config.listen, path).await?;
-    let shared = Arc::new(Shared {
-        body: Mutex::new(Arc::new(Body::default())),
-    });
-    let pulling = Arc::new(Mutex::new(start_pulling(&config, &shared).await));
-    let status = format!("relaying {} sources", config.sources.len());
-    let running = Arc::new(Mutex::new(config));
-    {
-        let (pulling, shared, path) = (
-            Arc::clone(&pulling),
-            Arc::clone(&shared),
-            path.to_path_buf(),
-        );
-        runtime::on_reload(&events, move || {
-            let (pulling, shared, handle, running, path) = (
-                Arc::clone(&pulling),
-                Arc::clone(&shared),
-                handle.clone(),
-                Arc::clone(&running),
-                path.clone(),
-            );
-            async move {
-                let new = Source::read(&path).and_then(|s| ExporterConfig::from_source(&s))?;
-                handle.apply(&new.listen).await?;
-                let work = |c: &ExporterConfig| {
-                    format!("{:?} {:?} {:?}", c.sources, c.general, c.prometheus)
-                };
-                let old = work(&running.lock().unwrap_or_else(|e| e.into_inner()));
-                if old != work(&new) {
-                    // Sources, interval or percentiles changed: pull anew
-                    // (the served body stays until the new first pull).
-                    let task = start_pulling(&new, &shared).await;
-                    let old = std::mem::replace(
-                        &mut *pulling.lock().unwrap_or_else(|e| e.into_inner()),
-                        task,
-                    );
-                    old.abort();
-                    tracing::info!("relaying with the new [general], [prometheus] and [[sources]]");
-                }
-                *running.lock().unwrap_or_else(|e| e.into_inner()) = new;
-                Ok(())
-            }
-        });
+pub fn run(
+    path: &Path,
+    config: ExporterConfig,
+    reload: Reload<ExporterConfig>,
+) -> anyhow::Result<()> {
+    daemon::run::<Exporter>(path, config, reload)
+}
+
+impl Daemon for Exporter {
+    type Config = ExporterConfig;
+    const COMPONENT: &'static str = "exporter";
+
+    fn listen(config: &ExporterConfig) -> &Listen {
+        &config.listen
     }
-    {
-        let pulling = Arc::clone(&pulling);
-        let _ = crate::systemd::spawn_watchdog(move || {
-            !pulling
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_finished()
+
+    async fn start(_: &Path, config: &ExporterConfig, _: &Events) -> anyhow::Result<Self> {
+        let shared = Arc::new(Shared {
+            body: Mutex::new(Arc::new(Body::default())),
         });
+        let pulling = start_pulling(config, &shared).await;
+        Ok(Exporter {
+            shared,
+            pulling: Mutex::new(pulling),
+            sources: config.sources.len(),
+        })
     }
-    crate::systemd::ready(&status);
-    let app = serve::with_base_routes(Router::new().route("/metrics", get(metrics)), "/metrics")
-        .with_state(shared);
-    let result = serve::run(server, app, events.shutdown()).await;
-    pulling.lock().unwrap_or_else(|e| e.into_inner()).abort();
-    result
+
+    async fn ready(&self) -> String {
+        format!("relaying {} sources", self.sources)
+    }
+
+    fn router(self: &Arc<Self>) -> Router {
+        serve::with_base_routes(Router::new().route("/metrics", get(metrics)), "/metrics")
+            .with_state(Arc::clone(&self.shared))
+    }
+
+    fn alive(&self) -> bool {
+        !self.pulling().is_finished()
+    }
+
+    async fn reload(&self, running: &ExporterConfig, new: &ExporterConfig) -> anyhow::Result<()> {
+        if running.sources != new.sources
+            || running.general != new.general
+            || running.prometheus != new.prometheus
+        {
+            // Sources, interval or percentiles changed: pull anew (the
+            // served body stays until the new first pull).
+            let task = start_pulling(new, &self.shared).await;
+            std::mem::replace(&mut *self.pulling(), task).abort();
+            tracing::info!("relaying with the new [general], [prometheus] and [[sources]]");
+        }
+        Ok(())
+    }
+
+    async fn stop(&self) {
+        self.pulling().abort();
+    }
+}
+
+impl Exporter {
+    fn pulling(&self) -> std::sync::MutexGuard<'_, tokio::task::JoinHandle<()>> {
+        self.pulling.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Pulls every source once (so no scrape ever sees an empty body), then
@@ -128,7 +134,7 @@ async fn start_pulling(
         config.prometheus.percentiles.clone(),
         config.prometheus.histograms,
     );
-    let shared_client = fetch::client();
+    let shared_client = client::shared();
     // The files were checked at load; broken since, the pulls say why.
     let auth = config
         .sources

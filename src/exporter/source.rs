@@ -1,4 +1,4 @@
-//! What the relay keeps per source and how a snapshot becomes Prometheus
+//! What the exporter keeps per source and how a snapshot becomes Prometheus
 //! text: counters and gauges as they are, histograms as the percentiles of
 //! the last interval (a `summary`), optionally also classic histograms.
 
@@ -21,7 +21,7 @@ crate::family! {
         unit: Count,
         labels: ["source"],
         sampler: "exporter",
-        source: "relay",
+        source: "exporter",
         help: "1 when the last pull of this source succeeded and decoded, else 0 (its series are then absent).",
     }
 }
@@ -31,7 +31,7 @@ crate::family! {
         unit: Nanoseconds,
         labels: ["source"],
         sampler: "exporter",
-        source: "relay",
+        source: "exporter",
         help: "How long the last pull of this source took, fetch and decode.",
     }
 }
@@ -41,7 +41,7 @@ crate::family! {
         unit: Count,
         labels: ["source"],
         sampler: "exporter",
-        source: "relay",
+        source: "exporter",
         help: "Pulls of this source attempted.",
     }
 }
@@ -51,7 +51,7 @@ crate::family! {
         unit: Count,
         labels: ["source", "reason"],
         sampler: "exporter",
-        source: "relay",
+        source: "exporter",
         help: "Failed pulls by reason: connect, timeout, status, content_type, too_large, decode.",
     }
 }
@@ -61,7 +61,7 @@ crate::family! {
         unit: Count,
         labels: ["source"],
         sampler: "exporter",
-        source: "relay",
+        source: "exporter",
         help: "Histograms whose counts went down (agent restart): that interval's percentiles are skipped.",
     }
 }
@@ -71,7 +71,7 @@ crate::family! {
         unit: Count,
         labels: ["source", "reason"],
         sampler: "exporter",
-        source: "relay",
+        source: "exporter",
         help: "Series not relayed: duplicate (same name and labels twice) or type_conflict (name taken by another type).",
     }
 }
@@ -81,7 +81,7 @@ crate::family! {
         unit: Count,
         labels: ["source"],
         sampler: "exporter",
-        source: "relay",
+        source: "exporter",
         help: "Series relayed from this source in the last interval.",
     }
 }

@@ -5,44 +5,27 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::client::{PullSource, SourceKeys};
 use crate::config::{
-    check_sections, listen_section, section, ByteSize, Checker, ConfigError, HttpUrl,
-    HumanDuration, Listen, LogConfig, Segment, Source,
+    check_sections, listen_section, section, ByteSize, Checker, ConfigError, HumanDuration, Listen,
+    LogConfig, Segment, Source,
 };
-use crate::snapshot::upstream::{self, Upstream};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4254";
 
-#[derive(Debug)]
+/// One snapshot a second: the resolution of a recording.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, PartialEq)]
 pub struct HindsightConfig {
-    pub source: SourceConfig,
+    pub source: PullSource,
     pub buffer: Buffer,
     pub dump: Dump,
     pub listen: Listen,
     pub log: LogConfig,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SourceConfig {
-    pub url: HttpUrl,
-    pub interval: HumanDuration,
-    /// TLS and credentials for an agent whose `[listen]` needs them.
-    #[serde(skip)]
-    pub upstream: Upstream,
-}
-
-impl Default for SourceConfig {
-    fn default() -> Self {
-        SourceConfig {
-            url: HttpUrl("http://127.0.0.1:4251".into()),
-            interval: HumanDuration(Duration::from_secs(1)),
-            upstream: Upstream::default(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Buffer {
     pub path: PathBuf,
@@ -60,7 +43,7 @@ impl Default for Buffer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dump {
     pub output_dir: PathBuf,
@@ -87,23 +70,19 @@ impl HindsightConfig {
             &table,
             &["source", "buffer", "dump", "listen", "log"],
         );
-        let upstream = upstream::take(
+        let src = PullSource::section(
             &mut c,
-            &[Segment::Key("source".into())],
-            table.get_mut("source"),
+            &mut table,
+            "source",
+            SourceKeys::Interval(DEFAULT_INTERVAL),
         );
-        let mut src = section::<SourceConfig>(&mut c, &mut table, "source");
-        src.upstream = upstream;
         let buffer = section::<Buffer>(&mut c, &mut table, "buffer");
         let dump = section::<Dump>(&mut c, &mut table, "dump");
         let listen = listen_section(&mut c, &mut table, DEFAULT_LISTEN);
         crate::serve::check_listen(&mut c, &listen);
         let log = section::<LogConfig>(&mut c, &mut table, "log");
         let at = |s: &str, k: &str| [Segment::Key(s.into()), Segment::Key(k.into())];
-        if src.interval.0 < Duration::from_millis(100) {
-            c.problem(&at("source", "interval"), "must be at least 100ms");
-        }
-        if buffer.duration.0 < src.interval.0 {
+        if buffer.duration.0 < src.interval {
             c.problem(
                 &at("buffer", "duration"),
                 "must be at least one [source] interval",

@@ -22,15 +22,16 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 
-use crate::config::Source;
+use crate::client::{self, Upstream};
+use crate::config::Listen;
+use crate::daemon::{self, Daemon, Reload};
+use crate::parquet::{self, SpoolSnapshots};
 use crate::prometheus::text::TEXT_CONTENT_TYPE;
 use crate::prometheus::{Format, Renderer};
-use crate::record::{self, parquet, SpoolSnapshots};
 use crate::registry::Series;
-use crate::runtime::{self, Event, Events, Ticker};
+use crate::runtime::{Event, Events, Ticker};
 use crate::serve::{self, bytes_response};
 use crate::snapshot::fetch;
-use crate::snapshot::upstream::Upstream;
 use crate::spool::{Entry, Spool};
 use config::HindsightConfig;
 
@@ -99,116 +100,153 @@ struct Shared {
     dumps_error: Arc<Series>,
 }
 
-pub fn run(path: &Path, config: HindsightConfig) -> anyhow::Result<()> {
-    runtime::set_component("hindsight");
-    runtime::ignore_hangup();
-    runtime::build("sonde-hindsight")?.block_on(serve_config(path, config))
+pub fn run(
+    path: &Path,
+    config: HindsightConfig,
+    reload: Reload<HindsightConfig>,
+) -> anyhow::Result<()> {
+    daemon::run::<Hindsight>(path, config, reload)
 }
 
-async fn serve_config(path: &Path, config: HindsightConfig) -> anyhow::Result<()> {
-    let events = Events::watch();
-    let dir = &config.buffer.path;
-    let spool = Spool::open(
-        dir,
-        config.buffer.max_bytes.0,
-        config.buffer.duration.0.as_millis() as u64,
-    )
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the buffer {} (key `buffer.path` in {}): {e}",
-            dir.display(),
-            path.display()
-        )
-    })?;
-    std::fs::create_dir_all(&config.dump.output_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create {} (key `dump.output_dir` in {}): {e}",
-            config.dump.output_dir.display(),
-            path.display()
-        )
-    })?;
-    tracing::info!(
-        "buffer {}: {} snapshots, {} bytes kept from before",
-        dir.display(),
-        spool.entries().count(),
-        spool.bytes()
-    );
-    let (server, handle) = serve::start(&config.listen, path).await?;
-    {
-        let path = path.to_path_buf();
-        runtime::on_reload(&events, move || {
-            let (handle, path) = (handle.clone(), path.clone());
-            async move {
-                let new = Source::read(&path).and_then(|s| HindsightConfig::from_source(&s))?;
-                handle.apply(&new.listen).await?;
-                tracing::info!("[listen] applied; the other sections take effect at restart");
-                Ok(())
-            }
-        });
+/// The flight recorder as a [`Daemon`]: the recording task, the task
+/// that dumps on SIGUSR1, and what `POST /dump` shares with them.
+pub struct Hindsight {
+    shared: Arc<Shared>,
+    recorder: tokio::task::JoinHandle<()>,
+    on_signal: tokio::task::JoinHandle<()>,
+    url: String,
+}
+
+impl Daemon for Hindsight {
+    type Config = HindsightConfig;
+    const COMPONENT: &'static str = "hindsight";
+
+    fn listen(config: &HindsightConfig) -> &Listen {
+        &config.listen
     }
-    let shared = Arc::new(Shared {
-        spool: Mutex::new(spool),
-        dumping: tokio::sync::Mutex::new(()),
-        window: config.buffer.duration.0,
-        interval: config.source.interval.0,
-        output_dir: config.dump.output_dir.clone(),
-        url: config.source.url.0.clone(),
-        // The files were checked at load; broken since, the pulls say why.
-        client: config
-            .source
-            .upstream
-            .client()
-            .ok()
-            .flatten()
-            .unwrap_or_else(fetch::client),
-        upstream: config.source.upstream.clone(),
-        dumps_ok: DUMPS.series(&["ok"]),
-        dumps_error: DUMPS.series(&["error"]),
-    });
-    let recorder = tokio::spawn(record(Arc::clone(&shared)));
-    let recorder_alive = recorder.abort_handle();
-    let _ = crate::systemd::spawn_watchdog(move || !recorder_alive.is_finished());
-    let on_signal = {
-        let shared = Arc::clone(&shared);
-        let mut rx = events.subscribe();
-        tokio::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
-            loop {
-                match rx.recv().await {
-                    Ok(Event::Dump) => match dump(&shared, None).await {
-                        Ok(d) => tracing::info!("SIGUSR1: wrote {}", d.path.display()),
-                        Err(e) => tracing::error!("SIGUSR1: dump failed: {e:#}"),
-                    },
-                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => break,
+
+    async fn start(path: &Path, config: &HindsightConfig, events: &Events) -> anyhow::Result<Self> {
+        let dir = &config.buffer.path;
+        let spool = Spool::open(
+            dir,
+            config.buffer.max_bytes.0,
+            config.buffer.duration.0.as_millis() as u64,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the buffer {} (key `buffer.path` in {}): {e}",
+                dir.display(),
+                path.display()
+            )
+        })?;
+        std::fs::create_dir_all(&config.dump.output_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create {} (key `dump.output_dir` in {}): {e}",
+                config.dump.output_dir.display(),
+                path.display()
+            )
+        })?;
+        tracing::info!(
+            "buffer {}: {} snapshots, {} bytes kept from before",
+            dir.display(),
+            spool.entries().count(),
+            spool.bytes()
+        );
+        let shared = Arc::new(Shared {
+            spool: Mutex::new(spool),
+            dumping: tokio::sync::Mutex::new(()),
+            window: config.buffer.duration.0,
+            interval: config.source.interval,
+            output_dir: config.dump.output_dir.clone(),
+            url: config.source.url.0.clone(),
+            // The files were checked at load; broken since, the pulls say why.
+            client: config
+                .source
+                .upstream
+                .client()
+                .ok()
+                .flatten()
+                .unwrap_or_else(client::shared),
+            upstream: config.source.upstream.clone(),
+            dumps_ok: DUMPS.series(&["ok"]),
+            dumps_error: DUMPS.series(&["error"]),
+        });
+        let recorder = tokio::spawn(record(Arc::clone(&shared)));
+        let on_signal = {
+            let shared = Arc::clone(&shared);
+            let mut rx = events.subscribe();
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    match rx.recv().await {
+                        Ok(Event::Dump) => match dump(&shared, None).await {
+                            Ok(d) => tracing::info!("SIGUSR1: wrote {}", d.path.display()),
+                            Err(e) => tracing::error!("SIGUSR1: dump failed: {e:#}"),
+                        },
+                        Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => break,
+                    }
                 }
-            }
+            })
+        };
+        tracing::info!(
+            "recording {}/metrics/binary every {:?}, keeping {:?}; dumps go to {}",
+            config.source.url.0,
+            config.source.interval,
+            config.buffer.duration.0,
+            config.dump.output_dir.display()
+        );
+        Ok(Hindsight {
+            shared,
+            recorder,
+            on_signal,
+            url: config.source.url.0.clone(),
         })
-    };
-    tracing::info!(
-        "recording {}/metrics/binary every {:?}, keeping {:?}; dumps go to {}",
-        config.source.url.0,
-        config.source.interval.0,
-        config.buffer.duration.0,
-        config.dump.output_dir.display()
-    );
-    let renderer = Arc::new(Renderer::default());
-    let metrics = get(move || async move {
-        let mut out = String::new();
-        renderer.render(Format::Text, &mut out);
-        bytes_response(TEXT_CONTENT_TYPE, Bytes::from(out))
-    });
-    let app = serve::with_base_routes(
-        Router::new()
-            .route("/metrics", metrics)
-            .route("/dump", post(dump_route).with_state(Arc::clone(&shared))),
-        "/metrics, POST /dump[?last=5m]",
-    );
-    crate::systemd::ready(&format!("recording {}", config.source.url.0));
-    let result = serve::run(server, app, events.shutdown()).await;
-    recorder.abort();
-    on_signal.abort();
-    result
+    }
+
+    async fn ready(&self) -> String {
+        format!("recording {}", self.url)
+    }
+
+    fn router(self: &Arc<Self>) -> Router {
+        let renderer = Arc::new(Renderer::default());
+        let metrics = get(move || async move {
+            let mut out = String::new();
+            renderer.render(Format::Text, &mut out);
+            bytes_response(TEXT_CONTENT_TYPE, Bytes::from(out))
+        });
+        serve::with_base_routes(
+            Router::new().route("/metrics", metrics).route(
+                "/dump",
+                post(dump_route).with_state(Arc::clone(&self.shared)),
+            ),
+            "/metrics, POST /dump[?last=5m]",
+        )
+    }
+
+    fn alive(&self) -> bool {
+        !self.recorder.is_finished()
+    }
+
+    async fn reload(&self, running: &HindsightConfig, new: &HindsightConfig) -> anyhow::Result<()> {
+        for (section, changed) in [
+            ("[source]", running.source != new.source),
+            ("[buffer]", running.buffer != new.buffer),
+            ("[dump]", running.dump != new.dump),
+            ("[log]", running.log != new.log),
+        ] {
+            if changed {
+                tracing::warn!("{section} changed: it takes effect when hindsight restarts");
+            }
+        }
+        tracing::info!("[listen] applied");
+        Ok(())
+    }
+
+    async fn stop(&self) {
+        self.recorder.abort();
+        self.on_signal.abort();
+    }
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -290,9 +328,9 @@ async fn dump(shared: &Arc<Shared>, last: Option<Duration>) -> anyhow::Result<Du
     // The agent's descriptions and system, as `sonde record` files carry;
     // absent when the agent does not answer (the buffer is what matters).
     let descriptions =
-        record::optional_json(&shared.client, &shared.url, "/metrics/descriptions").await;
-    let systeminfo = record::optional_json(&shared.client, &shared.url, "/systeminfo").await;
-    let metadata = record::file_metadata(shared.interval, descriptions, systeminfo);
+        fetch::optional_json(&shared.client, &shared.url, "/metrics/descriptions").await;
+    let systeminfo = fetch::optional_json(&shared.client, &shared.url, "/systeminfo").await;
+    let metadata = parquet::file_metadata(shared.interval, descriptions, systeminfo);
     let result = {
         let shared = Arc::clone(shared);
         tokio::task::spawn_blocking(move || write_dump(&shared, span, &metadata)).await

@@ -1,4 +1,4 @@
-//! Snapshots to one parquet file, in the layout metriken-exposition writes
+//! The writer: snapshots to one parquet file, in the layout metriken-exposition writes
 //! and Rezolus's viewer (metriken-query's `ParquetReader`), pandas, polars
 //! and DuckDB read: a `timestamp` column (UInt64, ns since the epoch), a
 //! `duration` column (UInt64, ns the refresh took), then one column per

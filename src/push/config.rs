@@ -5,44 +5,27 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::client::{BasicAuth, PullSource, SourceKeys, Upstream};
 use crate::config::{
     check_sections, listen_section, section, ByteSize, Checker, ConfigError, HttpUrl,
     HumanDuration, Listen, LogConfig, Segment, Source,
 };
-use crate::snapshot::upstream::{self, BasicAuth, Upstream};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4253";
 
-#[derive(Debug)]
+/// The pull interval when `[source]` names none.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, PartialEq)]
 pub struct PushConfig {
-    pub source: SourceConfig,
+    pub source: PullSource,
     pub spool: Spool,
     pub sinks: Vec<Sink>,
     pub listen: Listen,
     pub log: LogConfig,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SourceConfig {
-    pub url: HttpUrl,
-    pub interval: HumanDuration,
-    /// TLS and credentials for an agent whose `[listen]` needs them.
-    #[serde(skip)]
-    pub upstream: Upstream,
-}
-
-impl Default for SourceConfig {
-    fn default() -> Self {
-        SourceConfig {
-            url: HttpUrl("http://127.0.0.1:4251".into()),
-            interval: HumanDuration(Duration::from_secs(10)),
-            upstream: Upstream::default(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Spool {
     pub path: PathBuf,
@@ -75,7 +58,7 @@ pub enum SinkFormat {
     Json,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sink {
     pub kind: SinkKind,
@@ -117,13 +100,12 @@ impl PushConfig {
             &table,
             &["source", "spool", "sinks", "listen", "log"],
         );
-        let upstream = upstream::take(
+        let src = PullSource::section(
             &mut c,
-            &[Segment::Key("source".into())],
-            table.get_mut("source"),
+            &mut table,
+            "source",
+            SourceKeys::Interval(DEFAULT_INTERVAL),
         );
-        let mut src = section::<SourceConfig>(&mut c, &mut table, "source");
-        src.upstream = upstream;
         let spool = section::<Spool>(&mut c, &mut table, "spool");
         let listen = listen_section(&mut c, &mut table, DEFAULT_LISTEN);
         crate::serve::check_listen(&mut c, &listen);
@@ -140,15 +122,6 @@ impl PushConfig {
                 Vec::new()
             }
         };
-        if src.interval.0 < Duration::from_millis(100) {
-            c.problem(
-                &[
-                    Segment::Key("source".into()),
-                    Segment::Key("interval".into()),
-                ],
-                "must be at least 100ms",
-            );
-        }
         if spool.max_bytes.0 < 64 << 10 {
             c.problem(
                 &[

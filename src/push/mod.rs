@@ -14,11 +14,13 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 
-use crate::config::Source;
+use crate::client::{self, Upstream};
+use crate::config::Listen;
+use crate::daemon::{self, Daemon, Reload};
 use crate::prometheus::text::TEXT_CONTENT_TYPE;
 use crate::prometheus::{Format, Renderer};
 use crate::registry::Series;
-use crate::runtime::{self, Events, Ticker};
+use crate::runtime::{Events, Ticker};
 use crate::serve::{self, bytes_response};
 use crate::snapshot::fetch;
 use crate::spool::{self, Spool};
@@ -94,10 +96,8 @@ pub fn spool_path(path: &Path) -> Result<PathBuf, String> {
         .map_err(|e| e.to_string())
 }
 
-pub fn run(path: &Path, config: PushConfig) -> anyhow::Result<()> {
-    runtime::set_component("push");
-    runtime::ignore_hangup();
-    runtime::build("sonde-push")?.block_on(serve_config(path, config))
+pub fn run(path: &Path, config: PushConfig, reload: Reload<PushConfig>) -> anyhow::Result<()> {
+    daemon::run::<Pusher>(path, config, reload)
 }
 
 /// The spool, the sinks and the puller of one config, running.
@@ -123,71 +123,81 @@ impl Work {
     }
 }
 
-async fn serve_config(path: &Path, config: PushConfig) -> anyhow::Result<()> {
-    let events = Events::watch();
-    let (server, handle) = serve::start(&config.listen, path).await?;
-    let work = start_work(path, &config)?;
-    let work = Arc::new(tokio::sync::Mutex::new(Some(work)));
-    {
+/// The pusher as a [`Daemon`]: the work of the config in force.
+pub struct Pusher {
+    path: PathBuf,
+    /// `None` only while a reload swaps it, or after stop.
+    work: tokio::sync::Mutex<Option<Work>>,
+    status: String,
+}
+
+impl Daemon for Pusher {
+    type Config = PushConfig;
+    const COMPONENT: &'static str = "push";
+
+    fn listen(config: &PushConfig) -> &Listen {
+        &config.listen
+    }
+
+    async fn start(path: &Path, config: &PushConfig, _: &Events) -> anyhow::Result<Self> {
+        Ok(Pusher {
+            path: path.to_path_buf(),
+            work: tokio::sync::Mutex::new(Some(start_work(path, config)?)),
+            status: format!("pulling {}", config.source.url.0),
+        })
+    }
+
+    async fn ready(&self) -> String {
+        self.status.clone()
+    }
+
+    fn router(self: &Arc<Self>) -> Router {
+        let renderer = Arc::new(Renderer::default());
+        let metrics = get(move || async move {
+            let mut out = String::new();
+            renderer.render(Format::Text, &mut out);
+            bytes_response(TEXT_CONTENT_TYPE, Bytes::from(out))
+        });
+        serve::with_base_routes(Router::new().route("/metrics", metrics), "/metrics")
+    }
+
+    fn alive(&self) -> bool {
         // A reload holds the lock while it swaps the work: alive then.
-        let work = Arc::clone(&work);
-        let _ = crate::systemd::spawn_watchdog(move || {
-            work.try_lock()
-                .map_or(true, |w| w.as_ref().is_some_and(Work::alive))
-        });
+        self.work
+            .try_lock()
+            .map_or(true, |w| w.as_ref().is_some_and(Work::alive))
     }
-    let status = format!("pulling {}", config.source.url.0);
-    let running = Arc::new(Mutex::new(config));
-    {
-        let (work, path) = (Arc::clone(&work), path.to_path_buf());
-        runtime::on_reload(&events, move || {
-            let (work, handle, running, path) = (
-                Arc::clone(&work),
-                handle.clone(),
-                Arc::clone(&running),
-                path.clone(),
-            );
-            async move {
-                let new = Source::read(&path).and_then(|s| PushConfig::from_source(&s))?;
-                handle.apply(&new.listen).await?;
-                let key = |c: &PushConfig| format!("{:?} {:?} {:?}", c.source, c.spool, c.sinks);
-                let old_key = key(&running.lock().unwrap_or_else(|e| e.into_inner()));
-                if old_key != key(&new) {
-                    // Stop, then start on the new config; the spool and the
-                    // cursors are on disk, so nothing spooled is lost.
-                    let mut guard = work.lock().await;
-                    if let Some(w) = guard.take() {
-                        w.stop().await;
-                    }
-                    match start_work(&path, &new) {
-                        Ok(w) => *guard = Some(w),
-                        Err(e) => {
-                            let old = running.lock().unwrap_or_else(|e| e.into_inner());
-                            *guard = start_work(&path, &old).ok();
-                            return Err(e.context("the new [source], [spool] or [[sinks]] cannot start; the running ones go on"));
-                        }
-                    }
-                    tracing::info!("pushing with the new [source], [spool] and [[sinks]]");
-                }
-                *running.lock().unwrap_or_else(|e| e.into_inner()) = new;
-                Ok(())
+
+    async fn reload(&self, running: &PushConfig, new: &PushConfig) -> anyhow::Result<()> {
+        if running.source == new.source && running.spool == new.spool && running.sinks == new.sinks
+        {
+            return Ok(());
+        }
+        // Stop, then start on the new config; the spool and the cursors
+        // are on disk, so nothing spooled is lost.
+        let mut guard = self.work.lock().await;
+        if let Some(w) = guard.take() {
+            w.stop().await;
+        }
+        match start_work(&self.path, new) {
+            Ok(w) => *guard = Some(w),
+            Err(e) => {
+                *guard = start_work(&self.path, running).ok();
+                return Err(e.context(
+                    "the new [source], [spool] or [[sinks]] cannot start; the running ones go on",
+                ));
             }
-        });
+        }
+        tracing::info!("pushing with the new [source], [spool] and [[sinks]]");
+        Ok(())
     }
-    let renderer = Arc::new(Renderer::default());
-    let metrics = get(move || async move {
-        let mut out = String::new();
-        renderer.render(Format::Text, &mut out);
-        bytes_response(TEXT_CONTENT_TYPE, Bytes::from(out))
-    });
-    let app = serve::with_base_routes(Router::new().route("/metrics", metrics), "/metrics");
-    crate::systemd::ready(&status);
-    let result = serve::run(server, app, events.shutdown()).await;
-    if let Some(w) = work.lock().await.take() {
-        w.stop().await;
+
+    async fn stop(&self) {
+        if let Some(w) = self.work.lock().await.take() {
+            w.stop().await;
+        }
+        tracing::info!("undelivered snapshots stay in the spool");
     }
-    tracing::info!("undelivered snapshots stay in the spool");
-    result
 }
 
 /// Opens the spool, starts a task per sink and the puller.
@@ -239,7 +249,7 @@ fn start_work(path: &Path, config: &PushConfig) -> anyhow::Result<Work> {
         notify: tokio::sync::Notify::new(),
         max_age_ms: config.spool.max_age.0.as_millis() as u64,
     });
-    let client = fetch::client();
+    let client = client::shared();
     let mut tasks: Vec<_> = Vec::new();
     let sink_handles: Vec<SinkHandle> = sinks
         .iter()
@@ -257,7 +267,7 @@ fn start_work(path: &Path, config: &PushConfig) -> anyhow::Result<Work> {
         client: upstream.client().ok().flatten().unwrap_or(client),
         upstream,
         url: fetch::binary_url(&config.source.url.0),
-        interval: config.source.interval.0,
+        interval: config.source.interval,
         shared: Arc::clone(&shared),
         sinks: sink_handles,
         ok: PULLS.series(&["ok"]),
@@ -270,7 +280,7 @@ fn start_work(path: &Path, config: &PushConfig) -> anyhow::Result<Work> {
     tracing::info!(
         "pulling {}/metrics/binary every {:?}",
         config.source.url.0,
-        config.source.interval.0
+        config.source.interval
     );
     Ok(Work { tasks })
 }
@@ -282,7 +292,7 @@ struct SinkHandle {
 
 struct Puller {
     client: reqwest::Client,
-    upstream: crate::snapshot::upstream::Upstream,
+    upstream: Upstream,
     url: String,
     interval: Duration,
     shared: Arc<Shared>,

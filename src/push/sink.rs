@@ -11,10 +11,10 @@ use reqwest::StatusCode;
 
 use super::config::{Sink as SinkConfig, SinkFormat, SinkKind};
 use super::{now_ms, Shared};
+use crate::client::{self, Upstream};
 use crate::registry::Series;
 use crate::serve::Gzip;
-use crate::snapshot::upstream::{self, Upstream};
-use crate::snapshot::{self, fetch};
+use crate::snapshot;
 
 crate::family! {
     static SENT: Counter {
@@ -141,7 +141,7 @@ impl Sink {
 
     /// Delivers spooled snapshots forever, oldest first.
     pub async fn run(mut self, shared: Arc<Shared>, client: reqwest::Client) {
-        let mut client = upstream::Client::new(self.upstream.clone(), client);
+        let mut client = client::Client::new(self.upstream.clone(), client);
         let mut backoff = BACKOFF_MIN;
         let mut failing = false;
         loop {
@@ -275,7 +275,7 @@ impl Sink {
         };
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Outcome::Retry(None, fetch::describe(&e)),
+            Err(e) => return Outcome::Retry(None, client::describe(&e)),
         };
         let status = resp.status();
         if status.is_success() {

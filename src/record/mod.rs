@@ -1,10 +1,8 @@
 //! `sonde record`: pulls an agent's `/metrics/binary` (Sonde's or
 //! Rezolus's) at wall-clock-aligned intervals into a spool beside the
-//! output, then writes one parquet file (see [`parquet`]). A crash loses
+//! output, then writes one parquet file (see [`crate::parquet`]). A crash loses
 //! nothing spooled; Ctrl-C, the end of `--duration` or of `-- COMMAND`
 //! finish the file, which appears whole or not at all.
-
-pub mod parquet;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -13,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 
+use crate::parquet::{self, SpoolSnapshots};
 use crate::runtime::{self, Events, Ticker};
-use crate::snapshot::{self, fetch};
+use crate::snapshot::fetch;
 use crate::spool::{Entry, Spool};
-use parquet::Snapshots;
 
 /// What `sonde record` was asked to do.
 #[derive(Debug)]
@@ -31,69 +29,6 @@ pub struct Options {
     pub resume: bool,
     /// Record for this command's lifetime and exit with its status.
     pub command: Vec<String>,
-}
-
-/// Snapshots stored in a spool, read back one by one (a missing or damaged
-/// record is skipped and counted).
-pub struct SpoolSnapshots<'a> {
-    pub spool: &'a Mutex<Spool>,
-    pub entries: Vec<Entry>,
-    pub skipped: u64,
-}
-
-impl Snapshots for SpoolSnapshots<'_> {
-    fn each(&mut self, f: &mut dyn FnMut(snapshot::Snapshot)) -> anyhow::Result<()> {
-        self.skipped = 0;
-        for e in &self.entries {
-            let payload = self.spool.lock().unwrap_or_else(|p| p.into_inner()).read(e);
-            match payload.map(|p| snapshot::decode(&p)) {
-                Ok(Ok(s)) => f(s),
-                Ok(Err(_)) | Err(_) => self.skipped += 1,
-            }
-        }
-        Ok(())
-    }
-}
-
-/// File metadata every recording carries, besides the snapshots' own.
-pub fn file_metadata(
-    interval: Duration,
-    descriptions: Option<String>,
-    systeminfo: Option<String>,
-) -> Vec<(String, String)> {
-    let mut m = vec![
-        (
-            "sampling_interval_ms".to_string(),
-            interval.as_millis().to_string(),
-        ),
-        (
-            "recorder".to_string(),
-            concat!("sonde ", env!("CARGO_PKG_VERSION")).to_string(),
-        ),
-    ];
-    if let Some(d) = descriptions {
-        m.push(("descriptions".into(), d));
-    }
-    if let Some(s) = systeminfo {
-        m.push(("systeminfo".into(), s));
-    }
-    m
-}
-
-/// GETs `<base><path>` as text if the agent has it (Rezolus and Sonde
-/// agents serve `/metrics/descriptions` and `/systeminfo`; others may not).
-pub async fn optional_json(client: &reqwest::Client, base: &str, path: &str) -> Option<String> {
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.get(&url).send())
-        .await
-        .ok()?
-        .ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let text = resp.text().await.ok()?;
-    serde_json::from_str::<serde_json::Value>(&text).ok()?;
-    Some(text)
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -129,7 +64,7 @@ async fn record(o: Options, spool_dir: PathBuf) -> anyhow::Result<u8> {
     // Subscribed before the first pull, so a Ctrl-C during it is not lost.
     let shutdown = events.shutdown();
     tokio::pin!(shutdown);
-    let client = fetch::client();
+    let client = crate::client::shared();
     let url = fetch::binary_url(&o.url);
     let timeout = o
         .interval
@@ -139,8 +74,8 @@ async fn record(o: Options, spool_dir: PathBuf) -> anyhow::Result<u8> {
         fetch::snapshot(&client, &url, &Default::default(), Duration::from_secs(10))
             .await
             .map_err(|e| anyhow::anyhow!("cannot record {url}: {e}"))?;
-    let descriptions = optional_json(&client, &o.url, "/metrics/descriptions").await;
-    let systeminfo = optional_json(&client, &o.url, "/systeminfo").await;
+    let descriptions = fetch::optional_json(&client, &o.url, "/metrics/descriptions").await;
+    let systeminfo = fetch::optional_json(&client, &o.url, "/systeminfo").await;
     // An interrupted run's snapshots go only once the agent has answered.
     if o.force && !o.resume && spool_dir.exists() {
         std::fs::remove_dir_all(&spool_dir)
@@ -255,7 +190,7 @@ async fn record(o: Options, spool_dir: PathBuf) -> anyhow::Result<u8> {
         let _ = writeln!(std::io::stderr());
     }
 
-    let metadata = file_metadata(o.interval, descriptions, systeminfo);
+    let metadata = parquet::file_metadata(o.interval, descriptions, systeminfo);
     let output = o.output.clone();
     let spool_path = spool_dir.clone();
     let summary = tokio::task::spawn_blocking(move || {

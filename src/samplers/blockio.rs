@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use linkme::distributed_slice;
 
-use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
+use super::{options, InitResult, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::blockio::*;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, Loader};
+use crate::bpf::{self, Banks, Bpf, Histograms};
 use crate::registry::Series;
 
 mod skel {
@@ -16,12 +16,15 @@ mod skel {
 }
 use skel::{BlockioSkel, BlockioSkelBuilder};
 
+/// The sampler's config name: `[samplers.blockio]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "blockio";
+
 crate::family! {
     static LATENCY: Histogram {
         name: "blockio_latency",
         unit: Nanoseconds,
         labels: ["op"],
-        sampler: "blockio",
+        sampler: NAME,
         source: "block:block_rq_complete",
         help: "Time from a block request's creation to its completion: what /proc/diskstats adds up per request (iostat's await).",
     }
@@ -31,7 +34,7 @@ crate::family! {
         name: "blockio_size_bytes",
         unit: Bytes,
         labels: ["op"],
-        sampler: "blockio",
+        sampler: NAME,
         source: "block:block_rq_complete",
         help: "Size of block requests that carry data.",
     }
@@ -41,7 +44,7 @@ crate::family! {
         name: "blockio_operations",
         unit: Count,
         labels: ["op"],
-        sampler: "blockio",
+        sampler: NAME,
         source: "block:block_rq_complete",
         help: "Block requests completed, grouped as /proc/diskstats groups them (write includes write zeroes, discard secure erase).",
     }
@@ -51,7 +54,7 @@ crate::family! {
         name: "blockio_bytes",
         unit: Bytes,
         labels: ["op"],
-        sampler: "blockio",
+        sampler: NAME,
         source: "block:block_rq_complete",
         help: "Bytes transferred by block requests.",
     }
@@ -61,7 +64,7 @@ crate::family! {
         name: "blockio_errors",
         unit: Count,
         labels: ["op"],
-        sampler: "blockio",
+        sampler: NAME,
         source: "block:block_rq_complete",
         help: "Block requests that completed with an error.",
     }
@@ -72,8 +75,10 @@ const OPS: [&str; BLOCKIO_OPS] = ["read", "write", "flush", "discard"];
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "blockio",
-    validate: options::<BpfOptions>,
+    name: NAME,
+    bpf: true,
+    capabilities: 0,
+    validate: options::<NoOptions>,
     init,
 };
 
@@ -86,7 +91,7 @@ struct Op {
 }
 
 struct Blockio {
-    bpf: Bpf<BlockioSkel<'static>>,
+    _bpf: Bpf<BlockioSkel<'static>>,
     banks: Banks,
     histograms: Histograms,
     scratch: Vec<u64>,
@@ -95,31 +100,30 @@ struct Blockio {
 }
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
-    let options: BpfOptions = ctx.options()?;
-    let bpf = Loader::new("blockio", BlockioSkelBuilder::default, &options)
-        .banks("blockio_counters", BLOCKIO_BANK)
-        .histograms("blockio_histograms", BLOCKIO_HISTS)
-        .load_with(
-            |open| {
-                let rodata = open
-                    .maps
-                    .rodata_data
-                    .as_deref_mut()
-                    .ok_or_else(|| anyhow::anyhow!("the blockio object has no rodata"))?;
-                // Bit numbers moved when the #defines became an enum
-                // (IO_STAT 13 -> 8 in 6.12): read them from this kernel.
-                for (member, slot) in [
-                    ("__RQF_IO_STAT", &mut rodata.rqf_io_stat),
-                    ("__RQF_FLUSH_SEQ", &mut rodata.rqf_flush_seq),
-                ] {
-                    if let Some(bit) = bpf::enum_value(member).filter(|b| (0..32).contains(b)) {
-                        *slot = 1 << bit;
-                    }
+    let mut loader = ctx.bpf.loader(BlockioSkelBuilder::default);
+    let counters = loader.banks("blockio_counters", BLOCKIO_BANK);
+    let histograms = loader.histograms("blockio_histograms", BLOCKIO_HISTS);
+    let bpf = loader.load_with(
+        |open| {
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| anyhow::anyhow!("the blockio object has no rodata"))?;
+            // Bit numbers moved when the #defines became an enum
+            // (IO_STAT 13 -> 8 in 6.12): read them from this kernel.
+            for (member, slot) in [
+                ("__RQF_IO_STAT", &mut rodata.rqf_io_stat),
+                ("__RQF_FLUSH_SEQ", &mut rodata.rqf_flush_seq),
+            ] {
+                if let Some(bit) = bpf::enum_value(member).filter(|b| (0..32).contains(b)) {
+                    *slot = 1 << bit;
                 }
-                Ok(())
-            },
-            |_| Ok(()),
-        )?;
+            }
+            Ok(())
+        },
+        |_| Ok(()),
+    )?;
     let ops = OPS
         .iter()
         .map(|op| Op {
@@ -131,12 +135,12 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         })
         .collect();
     Ok(Some(Box::new(Blockio {
-        banks: bpf.banks("blockio_counters")?,
-        histograms: bpf.histograms("blockio_histograms")?,
-        bpf,
+        banks: bpf.banks(counters)?,
+        histograms: bpf.histograms(histograms)?,
+        _bpf: bpf,
         scratch: Vec::new(),
         ops,
-        discarded: bpf::discarded("blockio"),
+        discarded: bpf::discarded(NAME),
     })))
 }
 
@@ -159,9 +163,5 @@ impl Sampler for Blockio {
         self.discarded
             .set_counter(self.banks.sum(BLOCKIO_SLOT_DISCARDED));
         Ok(())
-    }
-
-    fn bpf(&self) -> Option<&BpfInfo> {
-        Some(&self.bpf.info)
     }
 }

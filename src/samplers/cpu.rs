@@ -8,12 +8,15 @@ use super::common::{ns_per_tick, numbers, ProcFile};
 use super::{options, InitResult, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::registry::Series;
 
+/// The sampler's config name: `[samplers.cpu]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "cpu";
+
 crate::family! {
     static CPU_USAGE: Counter {
         name: "cpu_usage",
         unit: Nanoseconds,
         labels: ["state", "cpu"],
-        sampler: "cpu",
+        sampler: NAME,
         source: "/proc/stat",
         help: "CPU time spent in each state, per CPU (guest time is included in user).",
     }
@@ -23,7 +26,7 @@ crate::family! {
         name: "cpu_cores",
         unit: Count,
         labels: [],
-        sampler: "cpu",
+        sampler: NAME,
         source: "/proc/stat",
         help: "Online CPU cores.",
     }
@@ -36,7 +39,9 @@ const STATES: [&str; 8] = [
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "cpu",
+    name: NAME,
+    bpf: false,
+    capabilities: 0,
     validate: options::<NoOptions>,
     init,
 };

@@ -8,7 +8,7 @@ use linkme::distributed_slice;
 
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::cpu_events::*;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, HookMode, Loader};
+use crate::bpf::{self, Banks, Bpf};
 use crate::registry::Series;
 
 mod skel {
@@ -16,12 +16,15 @@ mod skel {
 }
 use skel::{CpuEventsSkel, CpuEventsSkelBuilder};
 
+/// The sampler's config name: `[samplers.cpu_events]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "cpu_events";
+
 crate::family! {
     static MIGRATIONS: Counter {
         name: "cpu_migrations",
         unit: Count,
         labels: [],
-        sampler: "cpu_events",
+        sampler: NAME,
         source: "sched:sched_migrate_task",
         help: "Tasks moved from one CPU to another.",
     }
@@ -31,41 +34,31 @@ crate::family! {
         name: "cpu_tlb_flushes",
         unit: Count,
         labels: ["reason"],
-        sampler: "cpu_events",
+        sampler: NAME,
         source: "tlb:tlb_flush",
         help: "TLB flushes by reason (x86 only; with [samplers.cpu_events] tlb = true).",
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Options {
-    hook: HookMode,
-    disable: Vec<String>,
     /// Count TLB flushes: tlb_flush fires on most switches between two
     /// processes, so this is one more program run per context switch.
     tlb: bool,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            hook: HookMode::Auto,
-            disable: Vec::new(),
-            tlb: false,
-        }
-    }
-}
-
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "cpu_events",
+    name: NAME,
+    bpf: true,
+    capabilities: 0,
     validate: options::<Options>,
     init,
 };
 
 struct CpuEvents {
-    bpf: Bpf<CpuEventsSkel<'static>>,
+    _bpf: Bpf<CpuEventsSkel<'static>>,
     banks: Banks,
     migrations: Arc<Series>,
     /// (bank slot, series) for each reason this kernel names, and other.
@@ -86,23 +79,16 @@ fn tlb_series() -> Vec<(usize, Arc<Series>)> {
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let options: Options = ctx.options()?;
-    let bpf_options = BpfOptions {
-        hook: options.hook,
-        disable: options.disable,
-    };
-    let unused: &[&str] = if options.tlb { &[] } else { &["tlb_flush"] };
-    let bpf = Loader::new("cpu_events", CpuEventsSkelBuilder::default, &bpf_options)
-        .unused(unused)
-        .banks("cpu_counters", CPU_BANK)
-        .load()?;
-    let tlb_attached = bpf
-        .info
-        .programs
-        .iter()
-        .any(|p| p.name == "tlb_flush" && p.attached);
+    let mut loader = ctx.bpf.loader(CpuEventsSkelBuilder::default);
+    if !options.tlb {
+        loader.unused(&["tlb_flush"]);
+    }
+    let counters = loader.banks("cpu_counters", CPU_BANK);
+    let bpf = loader.load()?;
+    let tlb_attached = bpf.attached("tlb_flush");
     Ok(Some(Box::new(CpuEvents {
-        banks: bpf.banks("cpu_counters")?,
-        bpf,
+        banks: bpf.banks(counters)?,
+        _bpf: bpf,
         migrations: MIGRATIONS.single(),
         // No TLB series where the tracepoint is missing (not x86).
         tlb: if tlb_attached {
@@ -121,9 +107,5 @@ impl Sampler for CpuEvents {
             s.set_counter(self.banks.sum(*slot));
         }
         Ok(())
-    }
-
-    fn bpf(&self) -> Option<&BpfInfo> {
-        Some(&self.bpf.info)
     }
 }

@@ -9,12 +9,15 @@ use super::common::{glob, Keyed, ProcFile};
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::registry::Series;
 
+/// The sampler's config name: `[samplers.diskstats]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "diskstats";
+
 crate::family! {
     static OPS: Counter {
         name: "disk_operations",
         unit: Count,
         labels: ["device", "op"],
-        sampler: "diskstats",
+        sampler: NAME,
         source: "/proc/diskstats",
         help: "Completed I/O requests by operation (read, write, discard, flush).",
     }
@@ -24,7 +27,7 @@ crate::family! {
         name: "disk_bytes",
         unit: Bytes,
         labels: ["device", "op"],
-        sampler: "diskstats",
+        sampler: NAME,
         source: "/proc/diskstats",
         help: "Bytes transferred by operation (read, write, discard).",
     }
@@ -34,7 +37,7 @@ crate::family! {
         name: "disk_time",
         unit: Nanoseconds,
         labels: ["device", "op"],
-        sampler: "diskstats",
+        sampler: NAME,
         source: "/proc/diskstats",
         help: "Time spent on requests by operation, summed over requests (overlapping requests add up).",
     }
@@ -44,7 +47,7 @@ crate::family! {
         name: "disk_io_time",
         unit: Nanoseconds,
         labels: ["device"],
-        sampler: "diskstats",
+        sampler: NAME,
         source: "/proc/diskstats",
         help: "Time the device had at least one request in flight (utilisation = rate of this).",
     }
@@ -54,7 +57,7 @@ crate::family! {
         name: "disk_in_flight",
         unit: Count,
         labels: ["device"],
-        sampler: "diskstats",
+        sampler: NAME,
         source: "/proc/diskstats",
         help: "Requests in flight now.",
     }
@@ -80,7 +83,9 @@ impl Default for Options {
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "diskstats",
+    name: NAME,
+    bpf: false,
+    capabilities: 0,
     validate: options::<Options>,
     init,
 };

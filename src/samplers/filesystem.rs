@@ -8,25 +8,27 @@
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use linkme::distributed_slice;
 use serde::Deserialize;
 
-use super::common::{glob, Keyed};
+use super::common::{self, glob, Keyed};
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::config::HumanDuration;
+use crate::privileges;
 use crate::registry::Series;
+
+/// The sampler's config name: `[samplers.filesystem]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "filesystem";
 
 crate::family! {
     static SIZE: Gauge {
         name: "filesystem_size_bytes",
         unit: Bytes,
         labels: ["device", "mountpoint", "fstype"],
-        sampler: "filesystem",
+        sampler: NAME,
         source: "statvfs",
         help: "Size of the filesystem.",
     }
@@ -36,7 +38,7 @@ crate::family! {
         name: "filesystem_free_bytes",
         unit: Bytes,
         labels: ["device", "mountpoint", "fstype"],
-        sampler: "filesystem",
+        sampler: NAME,
         source: "statvfs",
         help: "Free space, including blocks reserved for root.",
     }
@@ -46,7 +48,7 @@ crate::family! {
         name: "filesystem_avail_bytes",
         unit: Bytes,
         labels: ["device", "mountpoint", "fstype"],
-        sampler: "filesystem",
+        sampler: NAME,
         source: "statvfs",
         help: "Space available to unprivileged users.",
     }
@@ -56,7 +58,7 @@ crate::family! {
         name: "filesystem_files",
         unit: Count,
         labels: ["device", "mountpoint", "fstype"],
-        sampler: "filesystem",
+        sampler: NAME,
         source: "statvfs",
         help: "Inodes of the filesystem.",
     }
@@ -66,7 +68,7 @@ crate::family! {
         name: "filesystem_files_free",
         unit: Count,
         labels: ["device", "mountpoint", "fstype"],
-        sampler: "filesystem",
+        sampler: NAME,
         source: "statvfs",
         help: "Free inodes.",
     }
@@ -76,7 +78,7 @@ crate::family! {
         name: "filesystem_stalled",
         unit: Count,
         labels: ["device", "mountpoint", "fstype"],
-        sampler: "filesystem",
+        sampler: NAME,
         source: "statvfs",
         help: "1 while the last statvfs of the mount has not returned (hung network filesystem); its other values are stale.",
     }
@@ -137,7 +139,11 @@ impl Default for Options {
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "filesystem",
+    name: NAME,
+    bpf: false,
+    // statvfs of mount points below directories only their owner may
+    // search (/run/user/UID/..., /root/...).
+    capabilities: privileges::bit(privileges::CAP_DAC_READ_SEARCH),
     validate: options::<Options>,
     init,
 };
@@ -177,9 +183,7 @@ struct Worker {
 }
 
 struct Filesystem {
-    thread: Option<JoinHandle<()>>,
-    /// Dropping it tells the worker to stop.
-    _stop: mpsc::Sender<()>,
+    worker: common::Worker,
 }
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
@@ -194,32 +198,21 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
     while worker.busy() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let (stop, stopped) = mpsc::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("sonde-fs".into())
-        .spawn(move || loop {
-            match stopped.recv_timeout(worker.options.interval.0) {
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Err(e) = worker.round() {
-                        tracing::warn!(error = %e, "filesystem: cannot list mounts");
-                    }
-                }
-                _ => return,
-            }
-        })?;
-    Ok(Some(Box::new(Filesystem {
-        thread: Some(thread),
-        _stop: stop,
-    })))
+    let interval = worker.options.interval.0;
+    let pass = move |w: &mut Worker| {
+        if let Err(e) = w.round() {
+            tracing::warn!(error = %e, "filesystem: cannot list mounts");
+        }
+        interval
+    };
+    let worker = common::Worker::spawn("sonde-fs", interval, move || worker, pass)?;
+    Ok(Some(Box::new(Filesystem { worker })))
 }
 
 impl Sampler for Filesystem {
     fn refresh(&mut self) -> anyhow::Result<()> {
         // Values are stored by the worker; only report if it died.
-        match &self.thread {
-            Some(t) if !t.is_finished() => Ok(()),
-            _ => anyhow::bail!("the filesystem worker thread stopped"),
-        }
+        self.worker.check()
     }
 }
 

@@ -9,12 +9,15 @@ use super::common::{glob, net_dev_line, Keyed, ProcFile};
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::registry::{Family, Series};
 
+/// The sampler's config name: `[samplers.interface]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "interface";
+
 crate::family! {
     static BYTES: Counter {
         name: "interface_bytes",
         unit: Bytes,
         labels: ["interface", "direction"],
-        sampler: "interface",
+        sampler: NAME,
         source: "/proc/net/dev",
         help: "Bytes received (rx) and transmitted (tx).",
     }
@@ -24,7 +27,7 @@ crate::family! {
         name: "interface_packets",
         unit: Count,
         labels: ["interface", "direction"],
-        sampler: "interface",
+        sampler: NAME,
         source: "/proc/net/dev",
         help: "Packets received (rx) and transmitted (tx).",
     }
@@ -34,7 +37,7 @@ crate::family! {
         name: "interface_errors",
         unit: Count,
         labels: ["interface", "direction"],
-        sampler: "interface",
+        sampler: NAME,
         source: "/proc/net/dev",
         help: "Receive and transmit errors.",
     }
@@ -44,7 +47,7 @@ crate::family! {
         name: "interface_drops",
         unit: Count,
         labels: ["interface", "direction"],
-        sampler: "interface",
+        sampler: NAME,
         source: "/proc/net/dev",
         help: "Packets dropped on receive and transmit.",
     }
@@ -71,7 +74,9 @@ impl Default for Options {
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "interface",
+    name: NAME,
+    bpf: false,
+    capabilities: 0,
     validate: options::<Options>,
     init,
 };

@@ -9,12 +9,15 @@ use super::common::ProcFile;
 use super::{options, InitResult, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::registry::Series;
 
+/// The sampler's config name: `[samplers.load]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "load";
+
 crate::family! {
     static LOAD_AVERAGE: Gauge {
         name: "load_average",
         unit: Milli,
         labels: ["window"],
-        sampler: "load",
+        sampler: NAME,
         source: "/proc/loadavg",
         help: "Load average over the window (1m, 5m, 15m).",
     }
@@ -24,7 +27,7 @@ crate::family! {
         name: "load_tasks_running",
         unit: Count,
         labels: [],
-        sampler: "load",
+        sampler: NAME,
         source: "/proc/stat",
         help: "Tasks runnable or running now (procs_running).",
     }
@@ -34,7 +37,7 @@ crate::family! {
         name: "load_tasks_blocked",
         unit: Count,
         labels: [],
-        sampler: "load",
+        sampler: NAME,
         source: "/proc/stat",
         help: "Tasks blocked on I/O now (procs_blocked).",
     }
@@ -42,7 +45,9 @@ crate::family! {
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "load",
+    name: NAME,
+    bpf: false,
+    capabilities: 0,
     validate: options::<NoOptions>,
     init,
 };

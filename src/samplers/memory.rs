@@ -8,12 +8,15 @@ use super::common::ProcFile;
 use super::{options, InitResult, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::registry::{Family, Series};
 
+/// The sampler's config name: `[samplers.memory]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "memory";
+
 crate::family! {
     static TOTAL: Gauge {
         name: "memory_total_bytes",
         unit: Bytes,
         labels: [],
-        sampler: "memory",
+        sampler: NAME,
         source: "/proc/meminfo",
         help: "Usable RAM (MemTotal).",
     }
@@ -23,7 +26,7 @@ crate::family! {
         name: "memory_free_bytes",
         unit: Bytes,
         labels: [],
-        sampler: "memory",
+        sampler: NAME,
         source: "/proc/meminfo",
         help: "Unused RAM (MemFree).",
     }
@@ -33,7 +36,7 @@ crate::family! {
         name: "memory_available_bytes",
         unit: Bytes,
         labels: [],
-        sampler: "memory",
+        sampler: NAME,
         source: "/proc/meminfo",
         help: "RAM available for new allocations without swapping (MemAvailable).",
     }
@@ -43,7 +46,7 @@ crate::family! {
         name: "memory_buffers_bytes",
         unit: Bytes,
         labels: [],
-        sampler: "memory",
+        sampler: NAME,
         source: "/proc/meminfo",
         help: "Block device buffers (Buffers).",
     }
@@ -53,7 +56,7 @@ crate::family! {
         name: "memory_cached_bytes",
         unit: Bytes,
         labels: [],
-        sampler: "memory",
+        sampler: NAME,
         source: "/proc/meminfo",
         help: "Page cache (Cached).",
     }
@@ -63,7 +66,7 @@ crate::family! {
         name: "memory_swap_total_bytes",
         unit: Bytes,
         labels: [],
-        sampler: "memory",
+        sampler: NAME,
         source: "/proc/meminfo",
         help: "Swap space (SwapTotal).",
     }
@@ -73,7 +76,7 @@ crate::family! {
         name: "memory_swap_free_bytes",
         unit: Bytes,
         labels: [],
-        sampler: "memory",
+        sampler: NAME,
         source: "/proc/meminfo",
         help: "Unused swap space (SwapFree).",
     }
@@ -83,7 +86,7 @@ crate::family! {
         name: "memory_page_faults",
         unit: Count,
         labels: [],
-        sampler: "memory",
+        sampler: NAME,
         source: "/proc/vmstat",
         help: "Page faults (pgfault).",
     }
@@ -93,7 +96,7 @@ crate::family! {
         name: "memory_major_page_faults",
         unit: Count,
         labels: [],
-        sampler: "memory",
+        sampler: NAME,
         source: "/proc/vmstat",
         help: "Page faults that needed I/O (pgmajfault).",
     }
@@ -103,7 +106,7 @@ crate::family! {
         name: "memory_swap_in_pages",
         unit: Count,
         labels: [],
-        sampler: "memory",
+        sampler: NAME,
         source: "/proc/vmstat",
         help: "Pages swapped in (pswpin).",
     }
@@ -113,7 +116,7 @@ crate::family! {
         name: "memory_swap_out_pages",
         unit: Count,
         labels: [],
-        sampler: "memory",
+        sampler: NAME,
         source: "/proc/vmstat",
         help: "Pages swapped out (pswpout).",
     }
@@ -123,7 +126,7 @@ crate::family! {
         name: "memory_oom_kills",
         unit: Count,
         labels: [],
-        sampler: "memory",
+        sampler: NAME,
         source: "/proc/vmstat",
         help: "Processes killed by the OOM killer (oom_kill).",
     }
@@ -149,7 +152,9 @@ const VMSTAT: [(&str, &Family); 5] = [
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "memory",
+    name: NAME,
+    bpf: false,
+    capabilities: 0,
     validate: options::<NoOptions>,
     init,
 };

@@ -26,6 +26,7 @@ mod tcp;
 use linkme::distributed_slice;
 use serde::de::DeserializeOwned;
 
+use crate::bpf::{BpfContext, BpfOptions, OPTION_KEYS};
 use crate::config::{Checker, Segment};
 
 /// Every sampler compiled into the binary.
@@ -37,12 +38,6 @@ pub trait Sampler: Send {
     /// it runs on the scrape path (slow sources refresh on their own thread).
     fn refresh(&mut self) -> anyhow::Result<()>;
 
-    /// The BPF programs and maps this sampler loaded (procfs samplers have
-    /// none); the agent reports them and refreshes their run statistics.
-    fn bpf(&self) -> Option<&crate::bpf::BpfInfo> {
-        None
-    }
-
     /// A line for `/samplers` and the startup log on what the sampler found
     /// (e.g. the cgroup layout).
     fn detail(&self) -> Option<String> {
@@ -53,12 +48,25 @@ pub trait Sampler: Send {
 /// What `SamplerSpec::init` returns.
 pub type InitResult = anyhow::Result<Option<Box<dyn Sampler>>>;
 
-/// What a sampler registers: its config name, how to validate its own
-/// `[samplers.<name>]` keys, and how to start it.
+/// What a sampler registers: its config name, whether it loads BPF
+/// programs, the capabilities it needs after the privilege drop, how to
+/// validate its own `[samplers.<name>]` keys, and how to start it.
 pub struct SamplerSpec {
     pub name: &'static str,
-    /// Deserializes the sampler's options (its section minus `enabled`),
-    /// recording every problem; see [`options`].
+    /// Loads BPF programs: takes the `hook` and `disable` keys (read here,
+    /// once, into [`SamplerContext::bpf`]) and cannot start after the
+    /// privilege drop.
+    pub bpf: bool,
+    /// Capabilities its refreshes need after the privilege drop, beyond
+    /// what every process has (`privileges::bit(CAP_…)`), e.g. to read
+    /// other users' /proc/PID/io. 0 for most: procfs and sysfs files are
+    /// world-readable, BPF maps are read through the mmap or fds opened at
+    /// start (no capability since Linux 6.5), program stats come from our
+    /// own fds, iterators from links made at start.
+    pub capabilities: u64,
+    /// Deserializes the sampler's options (its section minus `enabled`,
+    /// and minus `hook` and `disable` for BPF samplers), recording every
+    /// problem; see [`options`].
     pub validate: fn(&mut Checker<'_>, &[Segment], toml::Value) -> bool,
     /// `Ok(None)`: not applicable here (reported as disabled).
     /// `Err`: could not start (reported as failed; the agent goes on).
@@ -75,6 +83,29 @@ impl SamplerSpec {
         v.sort_unstable();
         v
     }
+
+    /// Checks the sampler's section (without `enabled`) at `path`: the
+    /// contract's own keys (`hook`, `disable` of a BPF sampler), then the
+    /// sampler's. Returns its BPF options and the rest of the section.
+    pub fn check(
+        &self,
+        c: &mut Checker<'_>,
+        path: &[Segment],
+        mut section: toml::Table,
+    ) -> Option<(BpfOptions, toml::Value)> {
+        let mut bpf = toml::Table::new();
+        if self.bpf {
+            for key in OPTION_KEYS {
+                if let Some(v) = section.remove(key) {
+                    bpf.insert(key.to_string(), v);
+                }
+            }
+        }
+        let bpf = c.deserialize::<BpfOptions>(path, toml::Value::Table(bpf));
+        let options = toml::Value::Table(section);
+        let ok = (self.validate)(c, path, options.clone());
+        Some((bpf?, options)).filter(|_| ok)
+    }
 }
 
 /// `validate` for a sampler whose options deserialize into `T`.
@@ -89,8 +120,12 @@ pub struct NoOptions {}
 
 pub struct SamplerContext<'a> {
     pub name: &'static str,
-    /// The sampler's section without `enabled`; already validated.
+    /// The sampler's own options (its section without `enabled`, `hook`
+    /// and `disable`); already validated.
     pub options: &'a toml::Value,
+    /// Its `hook` and `disable` options; what its BPF loads report goes
+    /// back to the agent through it.
+    pub bpf: BpfContext,
     /// Whether the `cgroup` sampler is on with `attribution`: BPF samplers
     /// then also count per cgroup (common::cgroups).
     pub cgroup_attribution: bool,

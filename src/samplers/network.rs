@@ -7,9 +7,9 @@ use std::sync::Arc;
 use linkme::distributed_slice;
 
 use super::common::{net_dev_line, ProcFile};
-use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
+use super::{options, InitResult, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::network::*;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Loader};
+use crate::bpf::{self, Banks, Bpf};
 use crate::registry::Series;
 
 mod skel {
@@ -17,12 +17,15 @@ mod skel {
 }
 use skel::{NetworkSkel, NetworkSkelBuilder};
 
+/// The sampler's config name: `[samplers.network]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "network";
+
 crate::family! {
     static BYTES: Counter {
         name: "network_bytes",
         unit: Bytes,
         labels: ["direction"],
-        sampler: "network",
+        sampler: NAME,
         source: "/proc/net/dev",
         help: "Bytes received and transmitted by all network devices, loopback included (the sum of the kernel's per-device counters, in the agent's network namespace).",
     }
@@ -32,7 +35,7 @@ crate::family! {
         name: "network_packets",
         unit: Count,
         labels: ["direction"],
-        sampler: "network",
+        sampler: NAME,
         source: "/proc/net/dev",
         help: "Packets received and transmitted by all network devices, loopback included (the sum of the kernel's per-device counters, in the agent's network namespace).",
     }
@@ -42,7 +45,7 @@ crate::family! {
         name: "network_drops",
         unit: Count,
         labels: ["reason"],
-        sampler: "network",
+        sampler: NAME,
         source: "skb:kfree_skb",
         help: "Packets dropped, by the kernel's drop reason (series appear once a reason occurs).",
     }
@@ -52,7 +55,7 @@ crate::family! {
         name: "network_transmit_timeouts",
         unit: Count,
         labels: [],
-        sampler: "network",
+        sampler: NAME,
         source: "net:net_dev_xmit_timeout",
         help: "Transmit queue timeouts (the watchdog found a stuck queue).",
     }
@@ -62,14 +65,16 @@ const DIRECTIONS: [&str; 2] = ["receive", "transmit"];
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "network",
-    validate: options::<BpfOptions>,
+    name: NAME,
+    bpf: true,
+    capabilities: 0,
+    validate: options::<NoOptions>,
     init,
 };
 
 struct Network {
     net_dev: ProcFile,
-    bpf: Bpf<NetworkSkel<'static>>,
+    _bpf: Bpf<NetworkSkel<'static>>,
     banks: Banks,
     drops: Banks,
     bytes: [Arc<Series>; 2],
@@ -95,16 +100,15 @@ fn drop_reasons() -> Vec<String> {
 }
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
-    let options: BpfOptions = ctx.options()?;
-    let bpf = Loader::new("network", NetworkSkelBuilder::default, &options)
-        .banks("net_counters", NET_BANK)
-        .banks("net_drops", NET_DROP_REASONS)
-        .load()?;
+    let mut loader = ctx.bpf.loader(NetworkSkelBuilder::default);
+    let counters = loader.banks("net_counters", NET_BANK);
+    let drops = loader.banks("net_drops", NET_DROP_REASONS);
+    let bpf = loader.load()?;
     let mut s = Network {
         net_dev: ProcFile::open("/proc/net/dev")?,
-        banks: bpf.banks("net_counters")?,
-        drops: bpf.banks("net_drops")?,
-        bpf,
+        banks: bpf.banks(counters)?,
+        drops: bpf.banks(drops)?,
+        _bpf: bpf,
         bytes: DIRECTIONS.map(|d| BYTES.series(&[d])),
         packets: DIRECTIONS.map(|d| PACKETS.series(&[d])),
         timeouts: TIMEOUTS.single(),
@@ -145,10 +149,6 @@ impl Sampler for Network {
             }
         }
         Ok(())
-    }
-
-    fn bpf(&self) -> Option<&BpfInfo> {
-        Some(&self.bpf.info)
     }
 }
 

@@ -8,12 +8,15 @@ use super::common::ProcFile;
 use super::{options, InitResult, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::registry::Series;
 
+/// The sampler's config name: `[samplers.pressure]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "pressure";
+
 crate::family! {
     static STALL: Counter {
         name: "pressure_stall",
         unit: Nanoseconds,
         labels: ["resource", "kind"],
-        sampler: "pressure",
+        sampler: NAME,
         source: "/proc/pressure/*",
         help: "Time tasks stalled waiting for the resource: some = at least one task, full = all non-idle tasks.",
     }
@@ -23,7 +26,9 @@ const RESOURCES: [&str; 3] = ["cpu", "io", "memory"];
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "pressure",
+    name: NAME,
+    bpf: false,
+    capabilities: 0,
     validate: options::<NoOptions>,
     init,
 };

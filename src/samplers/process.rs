@@ -1,5 +1,8 @@
-//! `process`: the agent's own CPU, memory and file descriptors, named as
-//! Prometheus client libraries name them.
+//! `process` (singular): the agent's *own* process — its CPU, memory and
+//! file descriptors as every Prometheus client library exports them
+//! (`process_cpu_seconds_total`, …). Not to be confused with `processes`
+//! (plural), which groups the host's processes; the two names are the
+//! config names users already have, and the families they fill differ.
 
 use std::sync::Arc;
 
@@ -9,12 +12,15 @@ use super::common::{ns_per_tick, ProcFile};
 use super::{options, InitResult, NoOptions, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::registry::Series;
 
+/// The sampler's config name: `[samplers.process]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "process";
+
 crate::family! {
     static CPU: Counter {
         name: "process_cpu",
         unit: Nanoseconds,
         labels: [],
-        sampler: "process",
+        sampler: NAME,
         source: "/proc/self/stat",
         help: "CPU time (user + system) used by the agent.",
     }
@@ -24,7 +30,7 @@ crate::family! {
         name: "process_resident_memory_bytes",
         unit: Bytes,
         labels: [],
-        sampler: "process",
+        sampler: NAME,
         source: "/proc/self/statm",
         help: "Resident memory of the agent.",
     }
@@ -34,7 +40,7 @@ crate::family! {
         name: "process_virtual_memory_bytes",
         unit: Bytes,
         labels: [],
-        sampler: "process",
+        sampler: NAME,
         source: "/proc/self/statm",
         help: "Virtual memory size of the agent.",
     }
@@ -44,7 +50,7 @@ crate::family! {
         name: "process_open_fds",
         unit: Count,
         labels: [],
-        sampler: "process",
+        sampler: NAME,
         source: "/proc/self/fd",
         help: "Open file descriptors of the agent.",
     }
@@ -54,7 +60,7 @@ crate::family! {
         name: "process_max_fds",
         unit: Count,
         labels: [],
-        sampler: "process",
+        sampler: NAME,
         source: "getrlimit",
         help: "The agent's limit on open file descriptors.",
     }
@@ -64,7 +70,7 @@ crate::family! {
         name: "process_start_time_seconds",
         unit: Seconds,
         labels: [],
-        sampler: "process",
+        sampler: NAME,
         source: "/proc/self/stat",
         help: "Start time of the agent, seconds since the Unix epoch.",
     }
@@ -72,7 +78,9 @@ crate::family! {
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "process",
+    name: NAME,
+    bpf: false,
+    capabilities: 0,
     validate: options::<NoOptions>,
     init,
 };

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use linkme::distributed_slice;
 
-use super::common::cgroups;
+use super::common::cgroups::{self, Field};
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::scheduler::*;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, HookMode, Loader};
+use crate::bpf::{self, Banks, Bpf, Histograms};
 use crate::registry::{Family, Series};
 
 mod skel {
@@ -17,12 +17,15 @@ mod skel {
 }
 use skel::{SchedulerSkel, SchedulerSkelBuilder};
 
+/// The sampler's config name: `[samplers.scheduler]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "scheduler";
+
 crate::family! {
     static RUNQUEUE: Histogram {
         name: "scheduler_runqueue_latency",
         unit: Nanoseconds,
         labels: [],
-        sampler: "scheduler",
+        sampler: NAME,
         source: "sched:sched_switch + sched_info",
         help: "Time a task waited on the run queue it ran from: from wakeup or preemption (or arrival by migration) until it ran.",
     }
@@ -32,7 +35,7 @@ crate::family! {
         name: "scheduler_offcpu",
         unit: Nanoseconds,
         labels: [],
-        sampler: "scheduler",
+        sampler: NAME,
         source: "sched:sched_switch",
         help: "Time a task spent off CPU between two runs, blocked or waiting (with [samplers.scheduler] offcpu = true).",
     }
@@ -42,7 +45,7 @@ crate::family! {
         name: "scheduler_running",
         unit: Nanoseconds,
         labels: [],
-        sampler: "scheduler",
+        sampler: NAME,
         source: "sched:sched_switch",
         help: "Time a task ran on a CPU before switching out.",
     }
@@ -52,10 +55,60 @@ crate::family! {
         name: "scheduler_context_switches",
         unit: Count,
         labels: ["kind"],
-        sampler: "scheduler",
+        sampler: NAME,
         source: "sched:sched_switch",
         help: "Context switches away from a task (not from the idle task, unlike /proc/stat ctxt): voluntary (it blocked) or involuntary (it was preempted).",
     }
+}
+
+crate::family! {
+    static CGROUP_RUNQUEUE: Counter {
+        name: "cgroup_runqueue_wait",
+        unit: Nanoseconds,
+        labels: ["id", "container_id", "name", "image", "pod", "namespace"],
+        sampler: NAME,
+        source: "sched:sched_switch + sched_info",
+        help: "Time the cgroup's tasks waited on a run queue before running (with the cgroup sampler's attribution).",
+    }
+}
+crate::family! {
+    static CGROUP_ONCPU: Counter {
+        name: "cgroup_oncpu",
+        unit: Nanoseconds,
+        labels: ["id", "container_id", "name", "image", "pod", "namespace"],
+        sampler: NAME,
+        source: "sched:sched_switch + sched_info",
+        help: "Time the cgroup's tasks ran on a CPU, counted when they switched out (with the cgroup sampler's attribution).",
+    }
+}
+crate::family! {
+    static CGROUP_SWITCHES: Counter {
+        name: "cgroup_context_switches",
+        unit: Count,
+        labels: ["id", "container_id", "name", "image", "pod", "namespace", "kind"],
+        sampler: NAME,
+        source: "sched:sched_switch",
+        help: "Context switches away from the cgroup's tasks: voluntary (blocked) or involuntary (preempted) (with the cgroup sampler's attribution).",
+    }
+}
+
+/// The per-cgroup counters in `SCHED_CG_*` order, as the cgroup sampler
+/// publishes them.
+fn cgroup_fields() -> Vec<Field> {
+    const _: () = assert!(
+        SCHED_CG_RUNQUEUE == 0
+            && SCHED_CG_ONCPU == 1
+            && SCHED_CG_VOLUNTARY == 2
+            && SCHED_CG_INVOLUNTARY == 3
+            && SCHED_CG_FIELDS == 4
+    );
+    let f = |family, label| Field { family, label };
+    vec![
+        f(&CGROUP_RUNQUEUE, None),
+        f(&CGROUP_ONCPU, None),
+        f(&CGROUP_SWITCHES, Some("voluntary")),
+        f(&CGROUP_SWITCHES, Some("involuntary")),
+    ]
 }
 
 /// Histogram families in `SCHED_HIST_*` order.
@@ -65,35 +118,27 @@ const HISTS: [(&Family, usize); SCHED_HISTS] = [
     (&RUNNING, SCHED_HIST_RUNNING),
 ];
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Options {
-    hook: HookMode,
-    disable: Vec<String>,
     /// Measure off-CPU time: a per-task departure stamp, two task storage
     /// lookups per context switch.
     offcpu: bool,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            hook: HookMode::Auto,
-            disable: Vec::new(),
-            offcpu: false,
-        }
-    }
-}
-
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "scheduler",
+    name: NAME,
+    bpf: true,
+    capabilities: 0,
     validate: options::<Options>,
     init,
 };
 
 struct Scheduler {
-    bpf: Bpf<SchedulerSkel<'static>>,
+    /// Its per-cgroup counters, while it runs (attribution on).
+    _cgroups: Option<cgroups::Registration>,
+    _bpf: Bpf<SchedulerSkel<'static>>,
     banks: Banks,
     histograms: Histograms,
     scratch: Vec<u64>,
@@ -105,67 +150,60 @@ struct Scheduler {
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let options: Options = ctx.options()?;
-    let bpf_options = BpfOptions {
-        hook: options.hook,
-        disable: options.disable,
-    };
     let offcpu = options.offcpu;
     // Attribution that cannot start (no cpu controller) leaves the
     // host-wide counters running; the cgroup sampler reports it.
-    let target = ctx
-        .cgroup_attribution
-        .then(cgroups::bpf_target)
-        .transpose()
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "scheduler: no per-cgroup counters");
-            None
-        });
+    let target = cgroups::target(ctx);
     let cg_width = if target.is_some() {
         SCHED_CGROUPS * SCHED_CG_FIELDS
     } else {
         1
     };
-    let bpf = Loader::new("scheduler", SchedulerSkelBuilder::default, &bpf_options)
-        .banks("sched_counters", SCHED_BANK)
-        .histograms("sched_latency", SCHED_HISTS)
-        .banks("sched_cgroups", cg_width)
-        .load_with(
-            |open| {
-                let rodata = open
-                    .maps
-                    .rodata_data
-                    .as_deref_mut()
-                    .ok_or_else(|| anyhow::anyhow!("the scheduler object has no rodata"))?;
-                rodata.offcpu = offcpu;
-                if let Some(t) = target {
-                    rodata.cgroups = true;
-                    rodata.cgroup_dfl = t.dfl;
-                    rodata.cgroup_subsys = t.subsys;
-                }
-                Ok(())
-            },
-            |_| Ok(()),
-        )?;
+    let mut loader = ctx.bpf.loader(SchedulerSkelBuilder::default);
+    let counters = loader.banks("sched_counters", SCHED_BANK);
+    let latency = loader.histograms("sched_latency", SCHED_HISTS);
+    let cg_banks = loader.banks("sched_cgroups", cg_width);
+    let cg_ids = loader.map("sched_cgroup_ids");
+    let bpf = loader.load_with(
+        |open| {
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| anyhow::anyhow!("the scheduler object has no rodata"))?;
+            rodata.offcpu = offcpu;
+            if let Some(t) = target {
+                rodata.cgroups = true;
+                rodata.cgroup_dfl = t.dfl;
+                rodata.cgroup_subsys = t.subsys;
+            }
+            Ok(())
+        },
+        |_| Ok(()),
+    )?;
     // Registered last, once the sampler has started.
     let provider = match target {
         Some(_) => Some(cgroups::Provider::from_bpf(
-            "scheduler",
+            NAME,
             &bpf,
-            &cgroups::ProviderMaps {
-                ids: "sched_cgroup_ids",
-                banks: "sched_cgroups",
-                fields: SCHED_CG_FIELDS,
-                counters: "sched_counters",
+            cgroups::ProviderSpec {
+                ids: cg_ids,
+                banks: cg_banks,
+                counters: counters.into(),
                 generation: SCHED_SLOT_GEN,
                 caches_misses: false,
+                fields: cgroup_fields(),
+                lazy: false,
             },
         )?),
         None => None,
     };
+    // Last: a sampler that failed to start must not leave counters behind.
     let s = Scheduler {
-        banks: bpf.banks("sched_counters")?,
-        histograms: bpf.histograms("sched_latency")?,
-        bpf,
+        _cgroups: provider.map(cgroups::register),
+        banks: bpf.banks(counters)?,
+        histograms: bpf.histograms(latency)?,
+        _bpf: bpf,
         scratch: Vec::new(),
         hists: HISTS
             .iter()
@@ -174,12 +212,8 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
             .collect(),
         voluntary: SWITCHES.series(&["voluntary"]),
         involuntary: SWITCHES.series(&["involuntary"]),
-        discarded: bpf::discarded("scheduler"),
+        discarded: bpf::discarded(NAME),
     };
-    // Last: a sampler that failed to start must not leave counters behind.
-    if let Some(p) = provider {
-        cgroups::register(p);
-    }
     Ok(Some(Box::new(s)))
 }
 
@@ -196,9 +230,5 @@ impl Sampler for Scheduler {
         self.discarded
             .set_counter(self.banks.sum(SCHED_SLOT_DISCARDED));
         Ok(())
-    }
-
-    fn bpf(&self) -> Option<&BpfInfo> {
-        Some(&self.bpf.info)
     }
 }

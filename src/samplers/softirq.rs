@@ -9,7 +9,7 @@ use linkme::distributed_slice;
 use super::common::ProcFile;
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::softirq::*;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, HookMode, Loader};
+use crate::bpf::{self, Banks, Bpf};
 use crate::registry::Series;
 
 mod skel {
@@ -17,12 +17,15 @@ mod skel {
 }
 use skel::{SoftirqSkel, SoftirqSkelBuilder};
 
+/// The sampler's config name: `[samplers.softirq]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "softirq";
+
 crate::family! {
     static COUNT: Counter {
         name: "softirq",
         unit: Count,
         labels: ["kind", "cpu"],
-        sampler: "softirq",
+        sampler: NAME,
         source: "/proc/softirqs",
         help: "Softirqs handled, by kind and CPU (the kernel's own count).",
     }
@@ -32,7 +35,7 @@ crate::family! {
         name: "softirq_time",
         unit: Nanoseconds,
         labels: ["kind", "cpu"],
-        sampler: "softirq",
+        sampler: NAME,
         source: "irq:softirq_entry/exit",
         help: "Time spent handling softirqs, by kind and CPU (with [samplers.softirq] time = true).",
     }
@@ -43,35 +46,25 @@ const KINDS: [&str; SOFTIRQ_KINDS] = [
     "hi", "timer", "net_tx", "net_rx", "block", "irq_poll", "tasklet", "sched", "hrtimer", "rcu",
 ];
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Options {
-    hook: HookMode,
-    disable: Vec<String>,
     /// Time softirqs by kind (two programs and two clock reads per softirq).
     time: bool,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            hook: HookMode::Auto,
-            disable: Vec::new(),
-            time: false,
-        }
-    }
-}
-
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "softirq",
+    name: NAME,
+    bpf: true,
+    capabilities: 0,
     validate: options::<Options>,
     init,
 };
 
 /// The BPF half: time by kind and CPU.
 struct Time {
-    bpf: Bpf<SoftirqSkel<'static>>,
+    _bpf: Bpf<SoftirqSkel<'static>>,
     banks: Banks,
     /// `[cpu][kind]`, kinds in kernel order.
     series: Vec<Vec<Arc<Series>>>,
@@ -88,14 +81,10 @@ struct Softirq {
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let options: Options = ctx.options()?;
     let time = if options.time {
-        let bpf_options = BpfOptions {
-            hook: options.hook,
-            disable: options.disable,
-        };
-        let bpf = Loader::new("softirq", SoftirqSkelBuilder::default, &bpf_options)
-            .banks("softirq_counters", SOFTIRQ_BANK)
-            .load()?;
-        let banks = bpf.banks("softirq_counters")?;
+        let mut loader = ctx.bpf.loader(SoftirqSkelBuilder::default);
+        let counters = loader.banks("softirq_counters", SOFTIRQ_BANK);
+        let bpf = loader.load()?;
+        let banks = bpf.banks(counters)?;
         let series = (0..banks.cpus())
             .map(|cpu| {
                 let cpu = cpu.to_string();
@@ -103,10 +92,10 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
             })
             .collect();
         Some(Time {
-            bpf,
+            _bpf: bpf,
             banks,
             series,
-            discarded: bpf::discarded("softirq"),
+            discarded: bpf::discarded(NAME),
         })
     } else {
         None
@@ -178,10 +167,6 @@ impl Sampler for Softirq {
             t.discarded.set_counter(t.banks.sum(SOFTIRQ_SLOT_DISCARDED));
         }
         Ok(())
-    }
-
-    fn bpf(&self) -> Option<&BpfInfo> {
-        self.time.as_ref().map(|t| &t.bpf.info)
     }
 }
 

@@ -3,17 +3,15 @@
 //! bytes and call sizes. See bpf/tcp.bpf.c for what runs where.
 
 use std::os::fd::{AsFd as _, OwnedFd};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use linkme::distributed_slice;
 
-use super::common::ProcFile;
+use super::common::{ProcFile, Worker};
 use super::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 use crate::bpf::consts::tcp::*;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, HookMode, Loader};
+use crate::bpf::{self, Banks, Bpf, Histograms};
 use crate::config::HumanDuration;
 use crate::registry::Series;
 
@@ -22,12 +20,15 @@ mod skel {
 }
 use skel::{TcpSkel, TcpSkelBuilder};
 
+/// The sampler's config name: `[samplers.tcp]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "tcp";
+
 crate::family! {
     static RETRANSMITS: Counter {
         name: "tcp_retransmits",
         unit: Count,
         labels: [],
-        sampler: "tcp",
+        sampler: NAME,
         source: "tcp:tcp_retransmit_skb",
         help: "TCP segments retransmitted.",
     }
@@ -37,7 +38,7 @@ crate::family! {
         name: "tcp_connect_latency",
         unit: Nanoseconds,
         labels: [],
-        sampler: "tcp",
+        sampler: NAME,
         source: "sock:inet_sock_set_state",
         help: "Time of an active TCP open, SYN_SENT to ESTABLISHED.",
     }
@@ -47,7 +48,7 @@ crate::family! {
         name: "tcp_srtt",
         unit: Nanoseconds,
         labels: [],
-        sampler: "tcp",
+        sampler: NAME,
         source: "iter/tcp",
         help: "Smoothed round-trip time of each established TCP connection, observed once per interval (the agent's network namespace).",
     }
@@ -57,7 +58,7 @@ crate::family! {
         name: "tcp_jitter",
         unit: Nanoseconds,
         labels: [],
-        sampler: "tcp",
+        sampler: NAME,
         source: "iter/tcp",
         help: "Round-trip time mean deviation (mdev) of each established TCP connection, observed once per interval (the agent's network namespace).",
     }
@@ -67,7 +68,7 @@ crate::family! {
         name: "tcp_size_bytes",
         unit: Bytes,
         labels: ["direction"],
-        sampler: "tcp",
+        sampler: NAME,
         source: "sock:sock_send_length/sock_recv_length",
         help: "Bytes moved per TCP send or receive call (with [samplers.tcp] calls = true).",
     }
@@ -77,7 +78,7 @@ crate::family! {
         name: "tcp_bytes",
         unit: Bytes,
         labels: ["direction"],
-        sampler: "tcp",
+        sampler: NAME,
         source: "sock:sock_send_length/sock_recv_length",
         help: "Bytes sent and received by applications over TCP (with [samplers.tcp] calls = true).",
     }
@@ -87,7 +88,7 @@ crate::family! {
         name: "tcp_packets",
         unit: Count,
         labels: ["direction"],
-        sampler: "tcp",
+        sampler: NAME,
         source: "/proc/net/snmp",
         help: "TCP segments received (InSegs, errors included) and sent (OutSegs, retransmissions excluded), as the kernel counts them in the agent's network namespace.",
     }
@@ -97,7 +98,7 @@ crate::family! {
         name: "tcp_resets",
         unit: Count,
         labels: ["direction"],
-        sampler: "tcp",
+        sampler: NAME,
         source: "tcp:tcp_send_reset/tcp_receive_reset",
         help: "TCP resets sent and received.",
     }
@@ -109,8 +110,6 @@ const DIRECTIONS: [&str; 2] = ["receive", "transmit"];
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Options {
-    hook: HookMode,
-    disable: Vec<String>,
     /// Count bytes and call sizes per application send/receive: one
     /// program run per call.
     calls: bool,
@@ -123,8 +122,6 @@ struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            hook: HookMode::Auto,
-            disable: Vec::new(),
             calls: false,
             interval: HumanDuration(Duration::from_secs(10)),
         }
@@ -133,57 +130,41 @@ impl Default for Options {
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "tcp",
+    name: NAME,
+    bpf: true,
+    capabilities: 0,
     validate: options::<Options>,
     init,
 };
 
-/// Runs the RTT iterator once per interval, off the scrape path: a pass
-/// costs in proportion to the connections open.
-struct RttWorker {
-    thread: Option<JoinHandle<()>>,
-    /// Dropping it tells the worker to stop.
-    _stop: mpsc::Sender<()>,
-}
-
-impl RttWorker {
-    fn start(link: OwnedFd, interval: Duration) -> anyhow::Result<RttWorker> {
-        // A first pass now, so the first scrape has connections' RTT.
+/// Runs an RTT iterator pass now, so the first scrape has connections'
+/// RTT, then every `interval` on a thread.
+fn rtt_worker(link: OwnedFd, interval: Duration) -> anyhow::Result<Worker> {
+    if let Err(e) = bpf::run_iter(link.as_fd()) {
+        anyhow::bail!("cannot run the TCP RTT iterator: {e}");
+    }
+    let pass = move |link: &mut OwnedFd| {
         if let Err(e) = bpf::run_iter(link.as_fd()) {
-            anyhow::bail!("cannot run the TCP RTT iterator: {e}");
+            tracing::warn!(error = %e, "tcp: RTT iterator pass failed");
         }
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("sonde-tcp-rtt".into())
-            .spawn(move || loop {
-                match stopped.recv_timeout(interval) {
-                    Err(RecvTimeoutError::Timeout) => {
-                        if let Err(e) = bpf::run_iter(link.as_fd()) {
-                            tracing::warn!(error = %e, "tcp: RTT iterator pass failed");
-                        }
-                    }
-                    _ => return,
-                }
-            })?;
-        Ok(RttWorker {
-            thread: Some(thread),
-            _stop: stop,
-        })
-    }
-
-    fn alive(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
-    }
+        interval
+    };
+    Ok(Worker::spawn(
+        "sonde-tcp-rtt",
+        interval,
+        move || link,
+        pass,
+    )?)
 }
 
 struct Tcp {
     /// Holds its own duplicate of the iterator's link, so a pass under
     /// way stays valid whatever is dropped first.
-    rtt: RttWorker,
+    rtt: Worker,
     snmp: ProcFile,
     /// InSegs, OutSegs.
     segments: [Arc<Series>; 2],
-    bpf: Bpf<TcpSkel<'static>>,
+    _bpf: Bpf<TcpSkel<'static>>,
     banks: Banks,
     histograms: Histograms,
     scratch: Vec<u64>,
@@ -197,20 +178,13 @@ struct Tcp {
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let options: Options = ctx.options()?;
-    let bpf_options = BpfOptions {
-        hook: options.hook,
-        disable: options.disable,
-    };
-    let unused: &[&str] = if options.calls {
-        &[]
-    } else {
-        &["sock_send_length", "sock_recv_length"]
-    };
-    let bpf = Loader::new("tcp", TcpSkelBuilder::default, &bpf_options)
-        .unused(unused)
-        .banks("tcp_counters", TCP_BANK)
-        .histograms("tcp_histograms", TCP_HISTS)
-        .load()?;
+    let mut loader = ctx.bpf.loader(TcpSkelBuilder::default);
+    if !options.calls {
+        loader.unused(&["sock_send_length", "sock_recv_length"]);
+    }
+    let bank = loader.banks("tcp_counters", TCP_BANK);
+    let histograms = loader.histograms("tcp_histograms", TCP_HISTS);
+    let bpf = loader.load()?;
     let mut hists = vec![
         (TCP_HIST_CONNECT, CONNECT.single()),
         (TCP_HIST_SRTT, SRTT.single()),
@@ -227,19 +201,19 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
             counters.push((TCP_SLOT_BYTES + d, BYTES.series(&[dir])));
         }
     }
-    let rtt = RttWorker::start(bpf.iter_link("tcp_rtt")?, options.interval.0)?;
+    let rtt = rtt_worker(bpf.iter_link("tcp_rtt")?, options.interval.0)?;
     let mut s = Tcp {
         rtt,
         snmp: ProcFile::open("/proc/net/snmp")?,
         segments: DIRECTIONS.map(|d| PACKETS.series(&[d])),
-        banks: bpf.banks("tcp_counters")?,
-        histograms: bpf.histograms("tcp_histograms")?,
-        bpf,
+        banks: bpf.banks(bank)?,
+        histograms: bpf.histograms(histograms)?,
+        _bpf: bpf,
         scratch: Vec::new(),
         retransmits: RETRANSMITS.single(),
         hists,
         counters,
-        discarded: bpf::discarded("tcp"),
+        discarded: bpf::discarded(NAME),
     };
     s.refresh()?;
     Ok(Some(Box::new(s)))
@@ -280,12 +254,7 @@ impl Sampler for Tcp {
         }
         self.discarded
             .set_counter(self.banks.sum(TCP_SLOT_DISCARDED));
-        anyhow::ensure!(self.rtt.alive(), "the TCP RTT thread stopped");
-        Ok(())
-    }
-
-    fn bpf(&self) -> Option<&BpfInfo> {
-        Some(&self.bpf.info)
+        self.rtt.check()
     }
 }
 

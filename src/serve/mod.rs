@@ -4,9 +4,12 @@
 //! exist, 405 from the router), gzip and `Accept-Encoding` negotiation,
 //! graceful shutdown.
 
+mod conn;
 mod gzip;
 mod security;
 mod server;
+mod tls;
+mod webconfig;
 
 use std::path::Path;
 

@@ -7,13 +7,10 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
@@ -21,10 +18,11 @@ use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::conn::{evict, now_ms, watchdog, Conn, ConnState, Expired, Tracked};
 use super::security::{Denied, KeyProblem, Security};
 use crate::config::Listen;
 use crate::registry::Series;
@@ -83,13 +81,6 @@ static REJECTS: LazyLock<Rejected> = LazyLock::new(|| Rejected {
     connection_limit: REJECTED.series(&[component(), "connection_limit"]),
     body_too_large: REJECTED.series(&[component(), "body_too_large"]),
 });
-
-/// Milliseconds since the first use, for per-connection timestamps kept in
-/// atomics (0 means "none").
-fn now_ms() -> u64 {
-    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
-    START.elapsed().as_millis() as u64 + 1
-}
 
 /// One listener's settings as a unit: what `[listen]` says and the
 /// security built from its files.
@@ -158,115 +149,6 @@ impl Shared {
 
     fn conns(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Conn>> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A live connection, as the cap sees it.
-struct Conn {
-    state: Arc<ConnState>,
-    kill: Arc<Notify>,
-}
-
-/// What a connection is doing, updated by its IO and its requests.
-#[derive(Default)]
-struct ConnState {
-    accepted_ms: u64,
-    requests: AtomicU64,
-    in_flight: AtomicBool,
-    /// When bytes of the next request header began arriving (0: none yet).
-    pending_ms: AtomicU64,
-    /// When the last response was handed back (0: none yet).
-    done_ms: AtomicU64,
-}
-
-/// Why the watchdog closed a connection.
-enum Expired {
-    /// A request header (or the TLS handshake) did not complete in time.
-    Header,
-    /// Keep-alive with nothing to do.
-    Idle,
-}
-
-impl ConnState {
-    fn begin(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.store(true, Ordering::Relaxed);
-        self.pending_ms.store(0, Ordering::Relaxed);
-    }
-
-    fn end(&self) {
-        self.done_ms.store(now_ms(), Ordering::Relaxed);
-        self.in_flight.store(false, Ordering::Relaxed);
-    }
-
-    fn completed_none(&self) -> bool {
-        self.requests.load(Ordering::Relaxed) == 0 && !self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// The deadline now in force, if any, and what it expires as.
-    fn deadline(&self, header: Duration, idle: Duration) -> Option<(u64, Expired)> {
-        if self.in_flight.load(Ordering::Relaxed) {
-            return None;
-        }
-        let (header, idle) = (header.as_millis() as u64, idle.as_millis() as u64);
-        let pending = self.pending_ms.load(Ordering::Relaxed);
-        if self.requests.load(Ordering::Relaxed) == 0 {
-            Some((self.accepted_ms + header, Expired::Header))
-        } else if pending != 0 {
-            Some((pending + header, Expired::Header))
-        } else {
-            Some((self.done_ms.load(Ordering::Relaxed) + idle, Expired::Idle))
-        }
-    }
-}
-
-/// The socket, noting when a new request's bytes start arriving.
-struct Tracked {
-    stream: TcpStream,
-    state: Arc<ConnState>,
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if buf.filled().len() > before
-            && !self.state.in_flight.load(Ordering::Relaxed)
-            && self.state.pending_ms.load(Ordering::Relaxed) == 0
-        {
-            self.state.pending_ms.store(now_ms(), Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        b: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, b)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
     }
 }
 
@@ -427,27 +309,6 @@ pub async fn run(
     Ok(())
 }
 
-/// Closes the oldest connection that has not completed a request, or
-/// else the oldest idle one; false when every connection is mid-request.
-fn evict(conns: &mut BTreeMap<u64, Conn>) -> bool {
-    let victim = conns
-        .iter()
-        .find(|(_, c)| c.state.completed_none())
-        .or_else(|| {
-            conns
-                .iter()
-                .find(|(_, c)| !c.state.in_flight.load(Ordering::Relaxed))
-        })
-        .map(|(id, _)| *id);
-    match victim.and_then(|id| conns.remove(&id)) {
-        Some(c) => {
-            c.kill.notify_one();
-            true
-        }
-        None => false,
-    }
-}
-
 fn admit(
     id: u64,
     stream: TcpStream,
@@ -518,22 +379,6 @@ fn admit(
         }
         shared.conns().remove(&id);
     });
-}
-
-async fn watchdog(state: &ConnState, header: Duration, idle: Duration) -> Expired {
-    loop {
-        let wait = match state.deadline(header, idle) {
-            None => header,
-            Some((at, why)) => {
-                let now = now_ms();
-                if now >= at {
-                    return why;
-                }
-                Duration::from_millis(at - now)
-            }
-        };
-        tokio::time::sleep(wait).await;
-    }
 }
 
 /// The TLS handshake (when configured) and HTTP/1.1 on one connection.

@@ -1,11 +1,11 @@
 //! Fetching a snapshot: GET `<agent>/metrics/binary` with a deadline, a
 //! body cap and a content-type check, failures typed by reason. Every
-//! client of an agent (exporter, pusher, later the recorder) uses this.
+//! client of an agent (exporter, pusher, recorder, hindsight) uses this.
 
 use std::time::Duration;
 
-use super::upstream::Upstream;
 use super::Snapshot;
+use crate::client::{describe, Upstream};
 
 /// Largest snapshot body accepted. Ours is ~50 KB; a Rezolus agent on a
 /// large host is a few MB. A body over this is an error, never buffered.
@@ -66,15 +66,6 @@ pub fn fail(failure: Failure, detail: impl Into<String>) -> FetchError {
 /// `<base>/metrics/binary`.
 pub fn binary_url(base: &str) -> String {
     format!("{}/metrics/binary", base.trim_end_matches('/'))
-}
-
-/// One HTTP client per process: keep-alive connections to the agents.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("sonde/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .expect("a client without TLS roots or proxies to load cannot fail")
 }
 
 /// Fetches and decodes a snapshot; returns it with its bytes (which the
@@ -165,14 +156,18 @@ async fn fetch_inner(
     Ok(body)
 }
 
-/// The innermost cause: reqwest's top-level message is only "error sending
-/// request for url".
-pub fn describe(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg = s.to_string();
-        source = s.source();
+/// GETs `<base><path>` as text if the agent has it (Rezolus and Sonde
+/// agents serve `/metrics/descriptions` and `/systeminfo`; others may not).
+pub async fn optional_json(client: &reqwest::Client, base: &str, path: &str) -> Option<String> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.get(&url).send())
+        .await
+        .ok()?
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
     }
-    msg
+    let text = resp.text().await.ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?;
+    Some(text)
 }

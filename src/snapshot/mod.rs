@@ -12,7 +12,6 @@
 pub mod decode;
 pub mod encode;
 pub mod fetch;
-pub mod upstream;
 
 use std::time::{Duration, SystemTime};
 

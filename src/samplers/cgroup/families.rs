@@ -8,7 +8,7 @@ macro_rules! cgroup_family {
                 name: $name,
                 unit: $unit,
                 labels: ["id", "container_id", "name", "image", "pod", "namespace"],
-                sampler: "cgroup",
+                sampler: super::NAME,
                 source: $source,
                 help: $help,
             }
@@ -192,42 +192,12 @@ cgroup_family!(
     "memory.max / memory.limit_in_bytes",
     "Memory limit of the cgroup; 0 when unlimited."
 );
-cgroup_family!(RUNQUEUE, Counter, "cgroup_runqueue_wait", Nanoseconds, "sched:sched_switch + sched_info", "Time the cgroup's tasks waited on a run queue before running (cgroup_attribution, scheduler sampler).");
-cgroup_family!(
-    ONCPU,
-    Counter,
-    "cgroup_oncpu",
-    Nanoseconds,
-    "sched:sched_switch + sched_info",
-    "Time the cgroup's tasks ran on a CPU, counted when they switched out (scheduler sampler)."
-);
-
-crate::family! {
-    pub(super) static SWITCHES: Counter {
-        name: "cgroup_context_switches",
-        unit: Count,
-        labels: ["id", "container_id", "name", "image", "pod", "namespace", "kind"],
-        sampler: "cgroup",
-        source: "sched:sched_switch",
-        help: "Context switches away from the cgroup's tasks: voluntary (blocked) or involuntary (preempted) (scheduler sampler).",
-    }
-}
-crate::family! {
-    pub(super) static SYSCALLS: Counter {
-        name: "cgroup_syscalls",
-        unit: Count,
-        labels: ["id", "container_id", "name", "image", "pod", "namespace", "op"],
-        sampler: "cgroup",
-        source: "raw_syscalls:sys_enter",
-        help: "Syscalls entered by the cgroup's tasks, by operation class (syscall sampler).",
-    }
-}
 crate::family! {
     pub(super) static EXPORTED: Gauge {
         name: "sonde_cgroups",
         unit: Count,
         labels: [],
-        sampler: "cgroup",
+        sampler: super::NAME,
         source: "cgroupfs",
         help: "Cgroups whose series are exported now.",
     }
@@ -237,7 +207,7 @@ crate::family! {
         name: "sonde_cgroup_pass",
         unit: Nanoseconds,
         labels: [],
-        sampler: "cgroup",
+        sampler: super::NAME,
         source: "agent",
         help: "Wall time of the last pass over cgroupfs (walk, files, BPF slots).",
     }
@@ -247,7 +217,7 @@ crate::family! {
         name: "sonde_cgroups_dropped",
         unit: Count,
         labels: [],
-        sampler: "cgroup",
+        sampler: super::NAME,
         source: "cgroupfs",
         help: "Cgroups not exported because max_cgroups were already exported (each counted once).",
     }

@@ -13,33 +13,31 @@
 //! its series (and its BPF slot) with it.
 
 pub mod docker;
+mod exported;
 mod families;
 pub mod names;
 mod parse;
 mod read;
 
+use exported::{labels_of, path_or_root, Exported};
 use families::*;
-use read::{read_v1, read_v2, Reader};
+use read::{read_v1, read_v2, walk, Reader};
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use linkme::distributed_slice;
 use serde::{Deserialize, Deserializer};
 
 use super::common::cgroups::{self, Layout, Mounts, Provider, SLOTS};
-use super::common::{glob, ns_per_tick, Keyed};
+use super::common::{self, glob, ns_per_tick, Keyed};
 use super::{InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
-use crate::bpf::consts::scheduler::*;
-use crate::bpf::consts::syscall::SYSCALL_OPS;
 use crate::config::HumanDuration;
-use crate::registry::{Family, Series};
+use crate::registry::Series;
 
-const _: () = assert!(crate::bpf::consts::syscall::SYSCALL_CGROUPS == SCHED_CGROUPS);
+// Every provider has the same slots.
+const _: () = assert!(crate::bpf::consts::syscall::SYSCALL_CGROUPS == SLOTS);
 
 /// The BPF slot count bounds exported cgroups.
 const MAX_CGROUPS: usize = SLOTS;
@@ -111,51 +109,17 @@ fn validate(
     true
 }
 
+/// The sampler's config name: `[samplers.cgroup]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "cgroup";
+
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "cgroup",
+    name: NAME,
+    bpf: false,
+    capabilities: 0,
     validate,
     init,
 };
-
-/// The series of one exported cgroup.
-struct Exported {
-    /// Path from the hierarchy root ("" for the root itself).
-    path: String,
-    /// Label values: id, container_id, name, image, pod, namespace.
-    labels: [String; 6],
-    /// Labels were made before Docker answered: made again when it does.
-    docker_pending: bool,
-    id: u64,
-    slot: Option<usize>,
-    cpu_usage: Arc<Series>,
-    cpu_user: Arc<Series>,
-    cpu_system: Arc<Series>,
-    cfs_periods: Arc<Series>,
-    cfs_throttled_periods: Arc<Series>,
-    cfs_throttled: Arc<Series>,
-    mem_usage: Arc<Series>,
-    mem_working_set: Arc<Series>,
-    mem_rss: Arc<Series>,
-    mem_cache: Arc<Series>,
-    oom: Arc<Series>,
-    fs_reads: Arc<Series>,
-    fs_writes: Arc<Series>,
-    quota: Arc<Series>,
-    period: Arc<Series>,
-    mem_limit: Arc<Series>,
-    /// v2 only: (series, file, the `full` line).
-    psi: Vec<(Arc<Series>, &'static str, bool)>,
-    /// With a slot and the scheduler's counters: run-queue, on-CPU,
-    /// voluntary, involuntary.
-    sched: Vec<Arc<Series>>,
-    /// With a slot: per op, made when the op is first counted.
-    syscalls: Vec<Option<Arc<Series>>>,
-    /// Slot values when the slot was taken: a slot's counters are not
-    /// reset when it passes from a vanished cgroup to a new one.
-    base_sched: [u64; SCHED_CG_FIELDS],
-    base_sys: Vec<u64>,
-}
 
 struct Worker {
     options: Options,
@@ -184,8 +148,7 @@ struct Worker {
 }
 
 struct Cgroup {
-    thread: Option<JoinHandle<()>>,
-    _stop: mpsc::Sender<()>,
+    worker: common::Worker,
     detail: String,
 }
 
@@ -227,39 +190,25 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         providers: Vec::new(),
         docker,
         tick_ns: ns_per_tick(),
-        scratch: vec![0; SYSCALL_OPS.max(SCHED_CG_FIELDS)],
+        scratch: Vec::new(),
         options,
     };
     worker.round();
-    let (stop, stopped) = mpsc::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("sonde-cgroup".into())
-        .spawn(move || {
-            // The BPF samplers start after this one (by name): a second
-            // pass soon gives their counters slots without waiting a
-            // whole interval.
-            let mut wait = worker.options.interval.0.min(Duration::from_secs(1));
-            loop {
-                match stopped.recv_timeout(wait) {
-                    Err(RecvTimeoutError::Timeout) => worker.round(),
-                    _ => return,
-                }
-                wait = worker.options.interval.0;
-            }
-        })?;
-    Ok(Some(Box::new(Cgroup {
-        thread: Some(thread),
-        _stop: stop,
-        detail,
-    })))
+    let interval = worker.options.interval.0;
+    // The BPF samplers start after this one (by name): a second pass soon
+    // gives their counters slots without waiting a whole interval.
+    let first = interval.min(Duration::from_secs(1));
+    let pass = move |w: &mut Worker| {
+        w.round();
+        interval
+    };
+    let worker = common::Worker::spawn("sonde-cgroup", first, move || worker, pass)?;
+    Ok(Some(Box::new(Cgroup { worker, detail })))
 }
 
 impl Sampler for Cgroup {
     fn refresh(&mut self) -> anyhow::Result<()> {
-        match &self.thread {
-            Some(t) if !t.is_finished() => Ok(()),
-            _ => anyhow::bail!("the cgroup worker thread stopped"),
-        }
+        self.worker.check()
     }
 
     fn detail(&self) -> Option<String> {
@@ -281,7 +230,13 @@ impl Worker {
         found.clear();
         walk(&self.root, "", 0, self.options.depth, &mut found);
         let providers = cgroups::providers();
-        let late = self.providers.len();
+        // Providers of BPF samplers that started (or restarted) since the
+        // last pass.
+        let new_providers: Vec<Arc<Provider>> = providers
+            .iter()
+            .filter(|p| !self.providers.iter().any(|o| o.id() == p.id()))
+            .cloned()
+            .collect();
         let now = now_secs();
         let v2 = self.mounts.layout == Layout::V2;
         // Slots freed two passes ago are safe to hand out again.
@@ -356,13 +311,13 @@ impl Worker {
                     }
                 }
                 entry.rebase(&providers);
-            } else if let (Some(slot), true) = (entry.slot, providers.len() > late) {
+            } else if let (Some(slot), false) = (entry.slot, new_providers.is_empty()) {
                 // A BPF sampler that started after this cgroup got its slot:
                 // only its counters start from here.
-                for p in &providers[late..] {
+                for p in &new_providers {
                     let _ = p.assign(*id, slot);
                 }
-                entry.rebase(&providers[late..]);
+                entry.rebase(&new_providers);
                 changed = true;
             } else if entry.slot.is_none() && self.options.attribution {
                 // Exported while every slot was cooling: one is free now.
@@ -420,10 +375,7 @@ impl Worker {
                 let (labels, pending) = labels_of(&e.path, self.docker.as_ref());
                 if !pending {
                     // Docker answered: the series again, with name and image.
-                    let mut fresh = Exported::new(e.path.clone(), labels, false, e.id, e.slot, v2);
-                    fresh.base_sched = e.base_sched;
-                    fresh.base_sys = std::mem::take(&mut e.base_sys);
-                    *e = fresh;
+                    e.relabel(labels, v2);
                 }
             }
             let path = std::mem::take(&mut e.path);
@@ -440,186 +392,6 @@ impl Worker {
             }
             e.path = path;
             e.read_bpf(&self.providers, &mut self.scratch);
-        }
-    }
-}
-
-fn path_or_root(path: &str) -> &str {
-    if path.is_empty() {
-        "/"
-    } else {
-        path
-    }
-}
-
-/// Label values of a cgroup (id, container_id, name, image, pod,
-/// namespace) and whether Docker may still answer for it.
-fn labels_of(path: &str, docker: Option<&docker::Docker>) -> ([String; 6], bool) {
-    let mut l = names::from_path(path_or_root(path));
-    let mut pending = false;
-    if let (Some(d), Some(cid)) = (docker, l.container_id.clone()) {
-        // Only Docker's own cgroups (or a path that does not say whose
-        // container it is) are asked about.
-        if matches!(l.runtime, None | Some("docker")) {
-            match d.get(&cid) {
-                Some(info) => info.apply(&mut l),
-                None => pending = true,
-            }
-        }
-    }
-    let out = [
-        path_or_root(path).to_string(),
-        l.container_id.unwrap_or_default(),
-        l.name.unwrap_or_default(),
-        l.image.unwrap_or_default(),
-        l.pod.unwrap_or_default(),
-        l.namespace.unwrap_or_default(),
-    ];
-    (out, pending)
-}
-
-/// Depth-first walk: every cgroup below `dir` (the root is ""), with its
-/// id (the directory's inode number).
-fn walk(dir: &Path, rel: &str, level: usize, depth: usize, out: &mut Vec<(String, u64)>) {
-    let Ok(meta) = std::fs::metadata(dir) else {
-        return;
-    };
-    out.push((rel.to_string(), meta.ino()));
-    if depth != 0 && level >= depth {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if !e.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        walk(&e.path(), &format!("{rel}/{name}"), level + 1, depth, out);
-    }
-}
-
-impl Exported {
-    fn new(
-        path: String,
-        labels: [String; 6],
-        docker_pending: bool,
-        id: u64,
-        slot: Option<usize>,
-        v2: bool,
-    ) -> Self {
-        let values = labels.clone();
-        let l: [&str; 6] = std::array::from_fn(|i| values[i].as_str());
-        let s = |f: &'static Family| f.series(&l);
-        let psi = if v2 {
-            vec![
-                (s(&PSI_CPU_WAITING), "cpu.pressure", false),
-                (s(&PSI_CPU_STALLED), "cpu.pressure", true),
-                (s(&PSI_MEM_WAITING), "memory.pressure", false),
-                (s(&PSI_MEM_STALLED), "memory.pressure", true),
-                (s(&PSI_IO_WAITING), "io.pressure", false),
-                (s(&PSI_IO_STALLED), "io.pressure", true),
-            ]
-        } else {
-            Vec::new()
-        };
-        Exported {
-            path,
-            docker_pending,
-            id,
-            slot,
-            cpu_usage: s(&CPU_USAGE),
-            cpu_user: s(&CPU_USER),
-            cpu_system: s(&CPU_SYSTEM),
-            cfs_periods: s(&CFS_PERIODS),
-            cfs_throttled_periods: s(&CFS_THROTTLED_PERIODS),
-            cfs_throttled: s(&CFS_THROTTLED),
-            mem_usage: s(&MEM_USAGE),
-            mem_working_set: s(&MEM_WORKING_SET),
-            mem_rss: s(&MEM_RSS),
-            mem_cache: s(&MEM_CACHE),
-            oom: s(&OOM),
-            fs_reads: s(&FS_READS),
-            fs_writes: s(&FS_WRITES),
-            quota: s(&SPEC_QUOTA),
-            period: s(&SPEC_PERIOD),
-            mem_limit: s(&SPEC_MEMORY),
-            psi,
-            sched: Vec::new(),
-            syscalls: Vec::new(),
-            base_sched: [0; SCHED_CG_FIELDS],
-            base_sys: Vec::new(),
-            labels,
-        }
-    }
-
-    /// The scheduler's per-cgroup series, made on the first read after its
-    /// provider has this cgroup's slot (not before: a zero would claim it
-    /// ran nothing).
-    fn sched_series(&mut self) {
-        let l: Vec<&str> = self.labels.iter().map(String::as_str).collect();
-        let with = |f: &'static Family, extra: &str| {
-            let mut v = l.clone();
-            v.push(extra);
-            f.series(&v)
-        };
-        self.sched = vec![
-            RUNQUEUE.series(&l),
-            ONCPU.series(&l),
-            with(&SWITCHES, "voluntary"),
-            with(&SWITCHES, "involuntary"),
-        ];
-    }
-
-    /// Takes the current slot values as zero (the slot may carry counts of
-    /// a previous owner, or of a provider that started late).
-    fn rebase(&mut self, providers: &[Arc<Provider>]) {
-        let Some(slot) = self.slot else { return };
-        for p in providers {
-            match p.sampler {
-                "scheduler" => p.read(slot, &mut self.base_sched),
-                _ => {
-                    self.base_sys.resize(p.fields(), 0);
-                    p.read(slot, &mut self.base_sys);
-                }
-            }
-        }
-    }
-
-    fn read_bpf(&mut self, providers: &[Arc<Provider>], scratch: &mut [u64]) {
-        let Some(slot) = self.slot else { return };
-        for p in providers {
-            let n = p.fields();
-            let vals = &mut scratch[..n];
-            p.read(slot, vals);
-            match p.sampler {
-                "scheduler" => {
-                    if self.sched.is_empty() {
-                        self.sched_series();
-                    }
-                    for (i, s) in self.sched.iter().enumerate() {
-                        s.set_counter(vals[i].saturating_sub(self.base_sched[i]));
-                    }
-                }
-                _ => {
-                    self.base_sys.resize(n, 0);
-                    self.syscalls.resize(n, None);
-                    for (op, &val) in vals.iter().enumerate() {
-                        let v = val.saturating_sub(self.base_sys[op]);
-                        if v == 0 && self.syscalls[op].is_none() {
-                            continue;
-                        }
-                        let series = self.syscalls[op].get_or_insert_with(|| {
-                            let mut l: Vec<&str> = self.labels.iter().map(String::as_str).collect();
-                            l.push(super::syscall::OPS[op]);
-                            SYSCALLS.series(&l)
-                        });
-                        series.set_counter(v);
-                    }
-                }
-            }
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Reading one cgroup's files (v2, or v1 from each controller's
-//! hierarchy) into its series.
+//! Walking the hierarchy, and reading one cgroup's files (v2, or v1 from
+//! each controller's hierarchy) into its series.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::parse;
@@ -151,5 +152,34 @@ pub(super) fn read_v1(mut r: Reader<'_>, e: &mut Exported, tick_ns: u64) {
     if let Some((rd, wr)) = blkio {
         set(&e.fs_reads, Some(rd));
         set(&e.fs_writes, Some(wr));
+    }
+}
+
+/// Depth-first walk: every cgroup below `dir` (the root is ""), with its
+/// id (the directory's inode number).
+pub(super) fn walk(
+    dir: &Path,
+    rel: &str,
+    level: usize,
+    depth: usize,
+    out: &mut Vec<(String, u64)>,
+) {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    out.push((rel.to_string(), meta.ino()));
+    if depth != 0 && level >= depth {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        walk(&e.path(), &format!("{rel}/{name}"), level + 1, depth, out);
     }
 }

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use libbpf_rs::MapHandle;
-use libbpf_rs::{MapCore as _, MapFlags};
+use libbpf_rs::{MapCore as _, MapFlags, MapHandle};
 
-use crate::bpf::Banks;
+use crate::bpf::{Banks, BanksRef, Bpf, MapRef};
+use crate::registry::Family;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -131,6 +131,18 @@ pub struct BpfTarget {
     pub subsys: u32,
 }
 
+/// How a BPF sampler started with `ctx` names cgroups, when the cgroup
+/// sampler's attribution is on and can start; otherwise `None` (logged:
+/// the host-wide counters run on, and the cgroup sampler reports why).
+pub fn target(ctx: &crate::samplers::SamplerContext<'_>) -> Option<BpfTarget> {
+    if !ctx.cgroup_attribution {
+        return None;
+    }
+    bpf_target()
+        .map_err(|e| tracing::warn!(error = %e, "{}: no per-cgroup counters", ctx.name))
+        .ok()
+}
+
 /// What the BPF samplers set when cgroup attribution is on, from the
 /// mounted layout and the running kernel's `enum cgroup_subsys_id`.
 pub fn bpf_target() -> anyhow::Result<BpfTarget> {
@@ -162,13 +174,33 @@ pub fn bpf_target() -> anyhow::Result<BpfTarget> {
 /// Slots each provider has (the maps' size, bpf/scheduler.h).
 pub const SLOTS: usize = crate::bpf::consts::scheduler::SCHED_CGROUPS;
 
+/// The labels every per-cgroup family starts with (cAdvisor's), in the
+/// order the cgroup sampler gives their values.
+pub const LABELS: [&str; 6] = ["id", "container_id", "name", "image", "pod", "namespace"];
+
+/// What a provider publishes for one of its per-cgroup counters: a series
+/// of `family`, labelled with the cgroup's [`LABELS`] and, when the family
+/// has one more label, `label` as its value.
+#[derive(Clone, Copy)]
+pub struct Field {
+    pub family: &'static Family,
+    pub label: Option<&'static str>,
+}
+
 /// A BPF sampler's per-cgroup counters: `banks` holds, per CPU, `SLOTS`
-/// groups of `fields` counters.
+/// groups of one counter per field, and the provider says which family
+/// each field is published as.
 pub struct Provider {
     pub sampler: &'static str,
+    /// Unique per provider: a restarted sampler's is a new one.
+    id: u64,
     ids: MapHandle,
     banks: Banks,
-    fields: usize,
+    fields: Vec<Field>,
+    /// A field's series is made once it first counts (most syscall classes
+    /// stay 0 in most cgroups); otherwise every field's at the first read
+    /// after the cgroup has its slot (a 0 then says "ran nothing").
+    pub lazy: bool,
     generation: Option<Generation>,
     /// The generation last written.
     generation_value: AtomicU64,
@@ -185,23 +217,6 @@ pub struct Generation {
 }
 
 impl Provider {
-    pub fn new(
-        sampler: &'static str,
-        ids: MapHandle,
-        banks: Banks,
-        fields: usize,
-        generation: Option<Generation>,
-    ) -> anyhow::Result<Provider> {
-        Ok(Provider {
-            sampler,
-            ids,
-            banks,
-            fields,
-            generation,
-            generation_value: AtomicU64::new(0),
-        })
-    }
-
     pub fn assign(&self, id: u64, slot: usize) -> anyhow::Result<()> {
         self.ids.update(
             &id.to_ne_bytes(),
@@ -232,72 +247,97 @@ impl Provider {
     /// `out[f]` = field `f` of `slot`, summed over CPUs.
     pub fn read(&self, slot: usize, out: &mut [u64]) {
         out.iter_mut().for_each(|v| *v = 0);
-        let width = SLOTS * self.fields;
+        let n = self.fields.len();
+        let width = SLOTS * n;
         for cpu in 0..self.banks.cpus() {
-            for (f, v) in out.iter_mut().enumerate().take(self.fields) {
-                *v += self.banks.get(cpu, (slot * self.fields + f).min(width - 1));
+            for (f, v) in out.iter_mut().enumerate().take(n) {
+                *v += self.banks.get(cpu, (slot * n + f).min(width - 1));
             }
         }
     }
 
-    pub fn fields(&self) -> usize {
-        self.fields
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
     }
 }
 
-/// Where a BPF sampler keeps its per-cgroup state, by map name.
-pub struct ProviderMaps {
+/// Where a BPF sampler keeps its per-cgroup state, and what it publishes.
+pub struct ProviderSpec {
     /// The `id -> slot` hash.
-    pub ids: &'static str,
-    /// The per-CPU banks of `fields` counters per slot.
-    pub banks: &'static str,
-    pub fields: usize,
+    pub ids: MapRef,
+    /// The per-CPU banks of one counter per field per slot.
+    pub banks: BanksRef,
     /// The per-CPU counters array holding the slot generation at
     /// `generation` in CPU 0's bank.
-    pub counters: &'static str,
+    pub counters: MapRef,
     pub generation: usize,
     /// See `Generation::caches_misses`.
     pub caches_misses: bool,
+    pub fields: Vec<Field>,
+    /// See [`Provider::lazy`].
+    pub lazy: bool,
 }
 
 impl Provider {
     /// The provider of a loaded BPF sampler.
     pub fn from_bpf<S: libbpf_rs::skel::Skel<'static>>(
         sampler: &'static str,
-        bpf: &crate::bpf::Bpf<S>,
-        m: &ProviderMaps,
+        bpf: &Bpf<S>,
+        spec: ProviderSpec,
     ) -> anyhow::Result<Provider> {
-        let handle = |name: &str| -> anyhow::Result<MapHandle> {
-            let map = bpf
-                .object()
-                .maps()
-                .find(|map| map.name() == name)
-                .ok_or_else(|| anyhow::anyhow!("no {name} map"))?;
-            Ok(MapHandle::try_from(&map)?)
-        };
-        Provider::new(
+        for f in &spec.fields {
+            let labels = f.family.desc.labels;
+            anyhow::ensure!(
+                labels.len() == LABELS.len() + f.label.is_some() as usize
+                    && labels[..LABELS.len()] == LABELS,
+                "{}: a per-cgroup family must have the labels {LABELS:?} and at most one more",
+                f.family.desc.name
+            );
+        }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Ok(Provider {
             sampler,
-            handle(m.ids)?,
-            bpf.banks(m.banks)?,
-            m.fields,
-            Some(Generation {
-                map: handle(m.counters)?,
-                index: m.generation as u32,
-                caches_misses: m.caches_misses,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            ids: bpf.map(spec.ids)?,
+            banks: bpf.banks(spec.banks)?,
+            fields: spec.fields,
+            lazy: spec.lazy,
+            generation: Some(Generation {
+                map: bpf.map(spec.counters)?,
+                index: spec.generation as u32,
+                caches_misses: spec.caches_misses,
             }),
-        )
+            generation_value: AtomicU64::new(0),
+        })
     }
 }
 
 static PROVIDERS: Mutex<Vec<Arc<Provider>>> = Mutex::new(Vec::new());
 
+/// A provider registered by a started BPF sampler, which keeps this as
+/// long as it runs: dropping it (with the sampler) takes the provider out,
+/// and its per-cgroup series go at the cgroup sampler's next pass.
+pub struct Registration(Arc<Provider>);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock().retain(|p| !Arc::ptr_eq(p, &self.0));
+    }
+}
+
 /// Called by a BPF sampler that loaded its programs with attribution on.
-pub fn register(p: Provider) {
-    lock().push(Arc::new(p));
+pub fn register(p: Provider) -> Registration {
+    let p = Arc::new(p);
+    lock().push(Arc::clone(&p));
+    Registration(p)
 }
 
 /// The registered providers (the cgroup sampler asks every pass: samplers
-/// start in any order).
+/// start and stop in any order).
 pub fn providers() -> Vec<Arc<Provider>> {
     lock().clone()
 }

@@ -1,10 +1,13 @@
 //! What samplers share: procfs files kept open, number parsing, globs,
-//! and series keyed by a device or mount that vanish with it.
+//! series keyed by a device or mount that vanish with it, the background
+//! worker thread, and the cgroup layout and per-cgroup BPF counters.
 
 pub mod cgroups;
 mod keyed;
+mod worker;
 
 pub use keyed::Keyed;
+pub use worker::Worker;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -9,15 +9,16 @@ use std::sync::Arc;
 use libbpf_rs::{MapHandle, RingBuffer, RingBufferBuilder};
 
 use crate::bpf::consts::processes::*;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, HookMode, Loader};
+use crate::bpf::{self, Banks, Bpf, BpfContext};
 use crate::registry::Series;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/processes.skel.rs"));
 }
+use skel::types::process_exit;
 use skel::{ProcessesSkel, ProcessesSkelBuilder};
 
-/// One exited process (`struct process_exit`).
+/// One exited process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {
     pub tgid: u32,
@@ -34,27 +35,34 @@ pub struct Exit {
     pub comm: [u8; 16],
 }
 
-pub const RECORD_BYTES: usize = 72;
+impl From<&process_exit> for Exit {
+    fn from(r: &process_exit) -> Exit {
+        Exit {
+            tgid: r.tgid,
+            flags: r.flags,
+            start_ns: r.start_boottime,
+            runtime: r.runtime,
+            utime: r.utime,
+            stime: r.stime,
+            read_bytes: r.read_bytes,
+            write_bytes: r.write_bytes,
+            comm: r.comm.map(|c| c as u8),
+        }
+    }
+}
 
 impl Exit {
-    /// Decodes a record (native endian, the C struct's layout).
+    /// Decodes a ring buffer record: the C struct, as the skeleton's
+    /// generated type lays it out.
     pub fn parse(b: &[u8]) -> Option<Exit> {
-        if b.len() < RECORD_BYTES {
+        if b.len() < std::mem::size_of::<process_exit>() {
             return None;
         }
-        let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap());
-        let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().unwrap());
-        Some(Exit {
-            tgid: u32_at(0),
-            flags: u32_at(4),
-            start_ns: u64_at(8),
-            runtime: u64_at(16),
-            utime: u64_at(24),
-            stime: u64_at(32),
-            read_bytes: u64_at(40),
-            write_bytes: u64_at(48),
-            comm: b[56..72].try_into().unwrap(),
-        })
+        // SAFETY: `b` holds at least one `process_exit`, a repr(C) struct
+        // of integers (every bit pattern valid); read_unaligned copies it
+        // whatever the buffer's alignment.
+        let r: process_exit = unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) };
+        Some(Exit::from(&r))
     }
 
     pub fn comm(&self) -> &[u8] {
@@ -81,46 +89,43 @@ impl Exit {
     }
 }
 
+/// The hook of the exit program, as `/samplers` names it.
+pub const HOOK: &str = "sched_process_free";
+
 /// The loaded program; its ring buffer is read through [`Reader`].
 pub struct Exits {
-    bpf: Bpf<ProcessesSkel<'static>>,
+    _bpf: Bpf<ProcessesSkel<'static>>,
+    ring: MapHandle,
     banks: Banks,
     discarded: Arc<Series>,
 }
 
 impl Exits {
-    pub fn load(hook: HookMode) -> anyhow::Result<Exits> {
-        let options = BpfOptions {
-            hook,
-            disable: Vec::new(),
-        };
-        let bpf = Loader::new("processes", ProcessesSkelBuilder::default, &options)
-            .banks("processes_counters", PROCESSES_BANK)
-            .load()?;
-        anyhow::ensure!(
-            bpf.attached("sched_process_free"),
-            "{}",
-            bpf.info
-                .programs
-                .iter()
-                .find_map(|p| p.reason.clone())
-                .unwrap_or_else(|| "sched_process_free did not attach".into())
-        );
-        let banks = bpf.banks("processes_counters")?;
+    /// Loads the exit program through the sampler's context, which reports
+    /// it; fails (with why) when it does not attach.
+    pub fn load(ctx: &BpfContext) -> anyhow::Result<Exits> {
+        let mut loader = ctx.loader(ProcessesSkelBuilder::default);
+        let counters = loader.banks("processes_counters", PROCESSES_BANK);
+        let ring = loader.map("process_exits");
+        let bpf = loader.load()?;
+        if !bpf.attached(HOOK) {
+            anyhow::bail!(
+                "{}",
+                bpf.why_not(HOOK)
+                    .unwrap_or("sched_process_free did not attach")
+            );
+        }
         Ok(Exits {
-            bpf,
-            banks,
-            discarded: bpf::discarded("processes"),
+            banks: bpf.banks(counters)?,
+            ring: bpf.map(ring)?,
+            _bpf: bpf,
+            discarded: bpf::discarded(ctx.sampler),
         })
     }
 
     /// An owned handle on the ring buffer map, for the walker's thread.
     pub fn ring(&self) -> anyhow::Result<MapHandle> {
-        Ok(MapHandle::try_from(&self.bpf.skel.maps.process_exits)?)
-    }
-
-    pub fn info(&self) -> &BpfInfo {
-        &self.bpf.info
+        Ok(MapHandle::try_from(&self.ring)?)
     }
 
     /// Publishes the records that did not fit in the ring buffer.
@@ -171,21 +176,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_records_and_splits_cpu() {
-        let mut b = Vec::new();
-        b.extend_from_slice(&4242u32.to_ne_bytes());
-        b.extend_from_slice(&0u32.to_ne_bytes());
-        for v in [5_000_000_000u64, 1_000_000_000, 300, 100, 4096, 8192] {
-            b.extend_from_slice(&v.to_ne_bytes());
+    fn decodes_records_and_splits_cpu() {
+        let mut r = process_exit {
+            tgid: 4242,
+            start_boottime: 5_000_000_000,
+            runtime: 1_000_000_000,
+            utime: 300,
+            stime: 100,
+            read_bytes: 4096,
+            write_bytes: 8192,
+            ..Default::default()
+        };
+        for (c, b) in r.comm.iter_mut().zip(b"sondeburn") {
+            *c = *b as _;
         }
-        b.extend_from_slice(b"sondeburn\0\0\0\0\0\0\0");
-        let e = Exit::parse(&b).unwrap();
+        // The record as the ring buffer hands it over: its bytes.
+        let size = std::mem::size_of::<process_exit>();
+        // SAFETY: viewing a live repr(C) value as `size` bytes.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&r as *const process_exit).cast::<u8>(), size) };
+        let e = Exit::parse(bytes).unwrap();
         assert_eq!(e.tgid, 4242);
+        assert_eq!(e.start_ns, 5_000_000_000);
         assert_eq!(e.comm(), b"sondeburn");
         assert_eq!(e.cpu(), (750_000_000, 250_000_000));
         assert_eq!((e.read_bytes, e.write_bytes), (4096, 8192));
         assert!(!e.kernel_thread());
-        assert!(Exit::parse(&b[..40]).is_none());
+        assert!(Exit::parse(&bytes[..size - 1]).is_none());
         let idle = Exit {
             utime: 0,
             stime: 0,

@@ -1,6 +1,7 @@
-//! `processes`: named process groups in process-exporter's shape
-//! (`namedprocess_namegroup_*{groupname}`, so its Grafana dashboards work),
-//! and the agent's `/top` table.
+//! `processes` (plural): the host's processes, in named groups of
+//! process-exporter's shape (`namedprocess_namegroup_*{groupname}`, so its
+//! Grafana dashboards work), and the agent's `/top` table. The agent's own
+//! process is the `process` sampler (singular).
 //!
 //! A walk of /proc runs on its own thread every `interval`, never on the
 //! scrape path; a scrape reads what the last walk stored. Per process it
@@ -16,27 +17,29 @@ mod procfs;
 mod top;
 mod tracker;
 
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use linkme::distributed_slice;
 use serde::Deserialize;
 
+use super::common::Worker;
 use super::{InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
-use crate::bpf::{BpfInfo, HookMode};
 use crate::config::{Checker, HumanDuration, Segment};
+use crate::privileges;
 use groups::{Classifier, GroupConfig};
 use tracker::{Settings, Tracker};
 
 pub use top::json as top_json;
+
+/// The sampler's config name: `[samplers.processes]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "processes";
 
 crate::family! {
     static NUM_PROCS: Gauge {
         name: "namedprocess_namegroup_num_procs",
         unit: Count,
         labels: ["groupname"],
-        sampler: "processes",
+        sampler: NAME,
         source: "/proc/PID/stat",
         help: "Processes in the group.",
     }
@@ -46,7 +49,7 @@ crate::family! {
         name: "namedprocess_namegroup_cpu",
         unit: Nanoseconds,
         labels: ["groupname", "mode"],
-        sampler: "processes",
+        sampler: NAME,
         source: "/proc/PID/stat, sched_process_free",
         help: "CPU time used by the group's processes, user or system; includes what members used until they ended (exactly, with the sched_process_free program, else as of the last walk).",
     }
@@ -56,7 +59,7 @@ crate::family! {
         name: "namedprocess_namegroup_memory_bytes",
         unit: Bytes,
         labels: ["groupname", "memtype"],
-        sampler: "processes",
+        sampler: NAME,
         source: "/proc/PID/stat, /proc/PID/status",
         help: "Memory of the group's processes: resident, virtual, or swapped (VmSwap).",
     }
@@ -66,7 +69,7 @@ crate::family! {
         name: "namedprocess_namegroup_read_bytes",
         unit: Bytes,
         labels: ["groupname"],
-        sampler: "processes",
+        sampler: NAME,
         source: "/proc/PID/io, sched_process_free",
         help: "Bytes the group's processes caused to be read from storage (read_bytes of /proc/PID/io).",
     }
@@ -76,7 +79,7 @@ crate::family! {
         name: "namedprocess_namegroup_write_bytes",
         unit: Bytes,
         labels: ["groupname"],
-        sampler: "processes",
+        sampler: NAME,
         source: "/proc/PID/io, sched_process_free",
         help: "Bytes the group's processes caused to be written to storage (write_bytes of /proc/PID/io).",
     }
@@ -86,7 +89,7 @@ crate::family! {
         name: "namedprocess_namegroup_open_filedesc",
         unit: Count,
         labels: ["groupname"],
-        sampler: "processes",
+        sampler: NAME,
         source: "/proc/PID/fd",
         help: "Open file descriptors of the group's processes.",
     }
@@ -96,7 +99,7 @@ crate::family! {
         name: "namedprocess_namegroup_num_threads",
         unit: Count,
         labels: ["groupname"],
-        sampler: "processes",
+        sampler: NAME,
         source: "/proc/PID/stat",
         help: "Threads of the group's processes.",
     }
@@ -106,7 +109,7 @@ crate::family! {
         name: "sonde_processes_groups_dropped",
         unit: Count,
         labels: [],
-        sampler: "processes",
+        sampler: NAME,
         source: "agent",
         help: "Groups not created because max_groups were already tracked; their processes are not counted.",
     }
@@ -116,7 +119,7 @@ crate::family! {
         name: "sonde_processes_walk_duration",
         unit: Nanoseconds,
         labels: [],
-        sampler: "processes",
+        sampler: NAME,
         source: "agent",
         help: "How long the last walk of /proc took (on the sampler's own thread).",
     }
@@ -139,8 +142,6 @@ struct Options {
     top: usize,
     /// Count the CPU and I/O of ended processes exactly (BPF).
     exits: bool,
-    /// `auto`, `tp_btf` or `raw_tp`, for the exit program.
-    hook: HookMode,
 }
 
 impl Default for Options {
@@ -153,14 +154,19 @@ impl Default for Options {
             forget_after: HumanDuration(Duration::from_secs(600)),
             top: 50,
             exits: true,
-            hook: HookMode::Auto,
         }
     }
 }
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "processes",
+    name: NAME,
+    bpf: true,
+    // /proc/PID/io (0400, and a ptrace access check) and /proc/PID/exe
+    // (ptrace access check) of other users' processes; the fallback count
+    // of /proc/PID/fd (0500) before Linux 6.2.
+    capabilities: privileges::bit(privileges::CAP_SYS_PTRACE)
+        | privileges::bit(privileges::CAP_DAC_READ_SEARCH),
     validate,
     init,
 };
@@ -198,12 +204,8 @@ fn validate(c: &mut Checker<'_>, path: &[Segment], v: toml::Value) -> bool {
 }
 
 struct Processes {
-    thread: Option<JoinHandle<()>>,
-    /// Dropping it tells the walker to stop.
-    _stop: mpsc::Sender<()>,
+    walker: Worker,
     exits: Option<exits::Exits>,
-    /// Why there are no exit records (reported as the program, detached).
-    degraded: Option<BpfInfo>,
 }
 
 /// The walker's thread: drains exit records every second (or `interval`
@@ -211,6 +213,7 @@ struct Processes {
 struct Walker {
     tracker: Tracker,
     interval: Duration,
+    next_walk: Instant,
     records: Vec<exits::Exit>,
 }
 
@@ -233,58 +236,45 @@ impl Walker {
         }
     }
 
-    fn run(mut self, mut reader: Option<exits::Reader>, stopped: mpsc::Receiver<()>) {
-        let tick = self.interval.min(Duration::from_secs(1));
-        let mut next_walk = Instant::now() + self.interval;
-        loop {
-            match stopped.recv_timeout(tick) {
-                Err(RecvTimeoutError::Timeout) => {}
-                _ => return,
+    /// One wake-up: the exit records, then a walk when one is due.
+    fn step(&mut self, reader: &mut Option<exits::Reader>) {
+        self.drain(reader);
+        let now = Instant::now();
+        if now + Duration::from_millis(50) >= self.next_walk {
+            // Exit records first: a process that ended since is then
+            // matched before the walk misses it.
+            self.tracker.walk();
+            self.next_walk += self.interval;
+            if self.next_walk < now {
+                self.next_walk = now + self.interval;
             }
-            self.drain(&mut reader);
-            let now = Instant::now();
-            if now + Duration::from_millis(50) >= next_walk {
-                // Exit records first: a process that ended since is then
-                // matched before the walk misses it.
-                self.tracker.walk();
-                next_walk += self.interval;
-                if next_walk < now {
-                    next_walk = now + self.interval;
-                }
-            } else if !self.records.is_empty() {
-                self.tracker.publish(now);
-            }
+        } else if !self.records.is_empty() {
+            self.tracker.publish(now);
         }
     }
 }
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let o: Options = ctx.options()?;
-    let (exits, degraded) = if !o.exits {
-        (None, None)
-    } else if !procfs::proc_is_host_pid_namespace() {
-        let why = "/proc is not the host's pid namespace, so exit records (host pids) cannot be matched to its processes; ended processes keep the CPU and I/O the last walk saw".to_string();
-        (None, Some(why))
+    let exits = if !o.exits {
+        None
     } else {
-        match exits::Exits::load(o.hook) {
-            Ok(e) => (Some(e), None),
-            Err(e) => (
-                None,
-                Some(format!(
-                    "{e:#}; ended processes keep the CPU and I/O the last walk saw"
-                )),
-            ),
+        let loaded = if procfs::proc_is_host_pid_namespace() {
+            exits::Exits::load(&ctx.bpf)
+        } else {
+            Err(anyhow::anyhow!("/proc is not the host's pid namespace, so exit records (host pids) cannot be matched to its processes"))
+        };
+        match loaded {
+            Ok(e) => Some(e),
+            Err(e) => {
+                let why = format!("{e:#}; ended processes keep the CPU and I/O the last walk saw");
+                tracing::warn!(sampler = NAME, reason = %why, "exit records unavailable");
+                let hook = format!("tp_btf/{}", exits::HOOK);
+                ctx.bpf.unavailable(exits::HOOK, &hook, why);
+                None
+            }
         }
     };
-    let degraded = degraded.map(|why| {
-        tracing::warn!(sampler = "processes", reason = %why, "exit records unavailable");
-        BpfInfo::unavailable(
-            "processes",
-            "sched_process_free",
-            "tp_btf/sched_process_free",
-            why,
-        )
-    });
     let ring = exits.as_ref().map(|e| e.ring()).transpose()?;
     let top = (o.top > 0).then(|| top::Top::new(o.top, o.interval.0));
     if o.top == 0 {
@@ -301,30 +291,29 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let mut walker = Walker {
         tracker: Tracker::new(settings, top, dropped, WALK.single()),
         interval: o.interval.0,
+        next_walk: Instant::now() + o.interval.0,
         records: Vec::new(),
     };
     // The first walk here, so `--once` and the first scrape have values.
     walker.tracker.walk();
     // The ring buffer's reader is not Send: it is built on the thread.
-    let (stop, stopped) = mpsc::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("sonde-procs".into())
-        .spawn(move || {
-            let reader = ring.and_then(|map| match exits::Reader::new(map) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    tracing::warn!(error = %e, "processes: cannot read exit records");
-                    None
-                }
-            });
-            walker.run(reader, stopped)
-        })?;
-    Ok(Some(Box::new(Processes {
-        thread: Some(thread),
-        _stop: stop,
-        exits,
-        degraded,
-    })))
+    let setup = move || {
+        let reader = ring.and_then(|map| match exits::Reader::new(map) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "processes: cannot read exit records");
+                None
+            }
+        });
+        (walker, reader)
+    };
+    let tick = o.interval.0.min(Duration::from_secs(1));
+    let pass = move |(walker, reader): &mut (Walker, Option<exits::Reader>)| {
+        walker.step(reader);
+        tick
+    };
+    let walker = Worker::spawn("sonde-procs", tick, setup, pass)?;
+    Ok(Some(Box::new(Processes { walker, exits })))
 }
 
 impl Sampler for Processes {
@@ -332,17 +321,7 @@ impl Sampler for Processes {
         if let Some(e) = &self.exits {
             e.refresh();
         }
-        match &self.thread {
-            Some(t) if !t.is_finished() => Ok(()),
-            _ => anyhow::bail!("the processes walker thread stopped"),
-        }
-    }
-
-    fn bpf(&self) -> Option<&BpfInfo> {
-        self.exits
-            .as_ref()
-            .map(|e| e.info())
-            .or(self.degraded.as_ref())
+        self.walker.check()
     }
 }
 

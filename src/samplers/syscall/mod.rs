@@ -7,9 +7,9 @@ use std::sync::Arc;
 use linkme::distributed_slice;
 
 use crate::bpf::consts::syscall::*;
-use crate::bpf::{self, Banks, Bpf, BpfInfo, BpfOptions, Histograms, Loader};
+use crate::bpf::{self, Banks, Bpf, Histograms};
 use crate::registry::Series;
-use crate::samplers::common::cgroups;
+use crate::samplers::common::cgroups::{self, Field};
 use crate::samplers::{options, InitResult, Sampler, SamplerContext, SamplerSpec, SAMPLERS};
 
 mod classes;
@@ -21,12 +21,15 @@ mod skel {
 }
 use skel::{SyscallSkel, SyscallSkelBuilder};
 
+/// The sampler's config name: `[samplers.syscall]`, and its families' `sampler`.
+pub(crate) const NAME: &str = "syscall";
+
 crate::family! {
     static COUNT: Counter {
         name: "syscalls",
         unit: Count,
         labels: ["op"],
-        sampler: "syscall",
+        sampler: NAME,
         source: "raw_syscalls:sys_enter",
         help: "Syscalls entered, by operation class (every one, in every latency mode).",
     }
@@ -36,15 +39,26 @@ crate::family! {
         name: "syscall_latency",
         unit: Nanoseconds,
         labels: ["op"],
-        sampler: "syscall",
+        sampler: NAME,
         source: "raw_syscalls:sys_enter/sys_exit",
         help: "Time from syscall entry to exit, by operation class: every syscall with latency = \"all\", a random 1 in `sample` with \"sampled\" (then _count is the syscalls timed).",
     }
 }
 
+crate::family! {
+    static CGROUP_SYSCALLS: Counter {
+        name: "cgroup_syscalls",
+        unit: Count,
+        labels: ["id", "container_id", "name", "image", "pod", "namespace", "op"],
+        sampler: NAME,
+        source: "raw_syscalls:sys_enter",
+        help: "Syscalls entered by the cgroup's tasks, by operation class (with the cgroup sampler's attribution).",
+    }
+}
+
 /// Operation classes; the index is what the BPF table stores. Syscalls not
 /// listed below are `other` (index 0, the table's zero value).
-pub(super) const OPS: [&str; SYSCALL_OPS] = [
+const OPS: [&str; SYSCALL_OPS] = [
     "other",
     "read",
     "write",
@@ -117,8 +131,6 @@ fn sample<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Options {
-    hook: bpf::HookMode,
-    disable: Vec<String>,
     latency: Latency,
     /// With `latency = "sampled"`: time 1 in this many syscalls on average.
     #[serde(deserialize_with = "sample")]
@@ -128,8 +140,6 @@ struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            hook: bpf::HookMode::Auto,
-            disable: Vec::new(),
             latency: Latency::Off,
             sample: 64,
         }
@@ -138,13 +148,17 @@ impl Default for Options {
 
 #[distributed_slice(SAMPLERS)]
 static SPEC: SamplerSpec = SamplerSpec {
-    name: "syscall",
+    name: NAME,
+    bpf: true,
+    capabilities: 0,
     validate: options::<Options>,
     init,
 };
 
 struct Syscall {
-    bpf: Bpf<SyscallSkel<'static>>,
+    /// Its per-cgroup counters, while it runs (attribution on).
+    _cgroups: Option<cgroups::Registration>,
+    _bpf: Bpf<SyscallSkel<'static>>,
     banks: Banks,
     histograms: Histograms,
     buckets: Vec<u64>,
@@ -154,12 +168,10 @@ struct Syscall {
     discarded: Arc<Series>,
 }
 
-fn write_table(obj: &libbpf_rs::Object) -> anyhow::Result<()> {
+/// Fills the syscall number -> op class table, before the first syscall
+/// is counted by the programs (they are attached after it).
+fn write_table(map: &libbpf_rs::MapHandle) -> anyhow::Result<()> {
     use libbpf_rs::MapCore as _;
-    let map = obj
-        .maps()
-        .find(|m| m.name() == "syscall_ops")
-        .ok_or_else(|| anyhow::anyhow!("no syscall_ops map"))?;
     for (op, nrs) in classes() {
         let idx = OPS.iter().position(|o| *o == op).expect("op listed in OPS") as u32;
         for nr in nrs {
@@ -183,67 +195,67 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         Latency::Sampled => options.sample,
         _ => 1,
     };
-    let bpf_options = BpfOptions {
-        hook: options.hook,
-        disable: options.disable,
-    };
-    let unused: &[&str] = if timed { &[] } else { &["sys_exit"] };
-    let target = ctx
-        .cgroup_attribution
-        .then(cgroups::bpf_target)
-        .transpose()
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "syscall: no per-cgroup counters");
-            None
-        });
+    let target = cgroups::target(ctx);
     let cg_width = if target.is_some() {
         SYSCALL_CGROUPS * SYSCALL_OPS
     } else {
         1
     };
-    let bpf = Loader::new("syscall", SyscallSkelBuilder::default, &bpf_options)
-        .unused(unused)
-        .banks("syscall_counters", SYSCALL_BANK)
-        .histograms("syscall_latency", SYSCALL_OPS)
-        .banks("syscall_cgroups", cg_width)
-        .load_with(
-            |open| {
-                let rodata = open
-                    .maps
-                    .rodata_data
-                    .as_deref_mut()
-                    .ok_or_else(|| anyhow::anyhow!("the syscall object has no rodata"))?;
-                rodata.timed = timed;
-                rodata.sample_every = sample_every;
-                if let Some(t) = target {
-                    rodata.cgroups = true;
-                    rodata.cgroup_dfl = t.dfl;
-                    rodata.cgroup_subsys = t.subsys;
-                }
-                Ok(())
-            },
-            write_table,
-        )?;
-    // Registered last, once the sampler has started.
+    let mut loader = ctx.bpf.loader(SyscallSkelBuilder::default);
+    if !timed {
+        loader.unused(&["sys_exit"]);
+    }
+    let counters = loader.banks("syscall_counters", SYSCALL_BANK);
+    let latency = loader.histograms("syscall_latency", SYSCALL_OPS);
+    let cg_banks = loader.banks("syscall_cgroups", cg_width);
+    let cg_ids = loader.map("syscall_cgroup_ids");
+    let ops = loader.map("syscall_ops");
+    let bpf = loader.load_with(
+        |open| {
+            let rodata = open
+                .maps
+                .rodata_data
+                .as_deref_mut()
+                .ok_or_else(|| anyhow::anyhow!("the syscall object has no rodata"))?;
+            rodata.timed = timed;
+            rodata.sample_every = sample_every;
+            if let Some(t) = target {
+                rodata.cgroups = true;
+                rodata.cgroup_dfl = t.dfl;
+                rodata.cgroup_subsys = t.subsys;
+            }
+            Ok(())
+        },
+        |loaded| write_table(&loaded.map(ops)?),
+    )?;
     let provider = match target {
         Some(_) => Some(cgroups::Provider::from_bpf(
-            "syscall",
+            NAME,
             &bpf,
-            &cgroups::ProviderMaps {
-                ids: "syscall_cgroup_ids",
-                banks: "syscall_cgroups",
-                fields: SYSCALL_OPS,
-                counters: "syscall_counters",
+            cgroups::ProviderSpec {
+                ids: cg_ids,
+                banks: cg_banks,
+                counters: counters.into(),
                 generation: SYSCALL_SLOT_GEN,
                 caches_misses: true,
+                fields: OPS
+                    .iter()
+                    .map(|op| Field {
+                        family: &CGROUP_SYSCALLS,
+                        label: Some(op),
+                    })
+                    .collect(),
+                lazy: true,
             },
         )?),
         None => None,
     };
+    // Last: a sampler that failed to start must not leave counters behind.
     let s = Syscall {
-        banks: bpf.banks("syscall_counters")?,
-        histograms: bpf.histograms("syscall_latency")?,
-        bpf,
+        _cgroups: provider.map(cgroups::register),
+        banks: bpf.banks(counters)?,
+        histograms: bpf.histograms(latency)?,
+        _bpf: bpf,
         buckets: Vec::new(),
         count: OPS.iter().map(|op| COUNT.series(&[op])).collect(),
         latency: if timed {
@@ -251,12 +263,8 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         } else {
             Vec::new()
         },
-        discarded: bpf::discarded("syscall"),
+        discarded: bpf::discarded(NAME),
     };
-    // Last: a sampler that failed to start must not leave counters behind.
-    if let Some(p) = provider {
-        cgroups::register(p);
-    }
     Ok(Some(Box::new(s)))
 }
 
@@ -272,9 +280,5 @@ impl Sampler for Syscall {
         self.discarded
             .set_counter(self.banks.sum(SYSCALL_SLOT_DISCARDED));
         Ok(())
-    }
-
-    fn bpf(&self) -> Option<&BpfInfo> {
-        Some(&self.bpf.info)
     }
 }
