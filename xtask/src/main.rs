@@ -58,14 +58,16 @@ commands:
                   as root: scrape cost, memory and startup of the agent and of
                   node_exporter side by side, the flight recorder's cost,
                   per-event overhead (agent off vs on), micro-benchmarks;
-                  prints a markdown table and writes target/bench/report.md
-                  (~25 minutes; --quick ~8; --only recorder: startup and the
-                  recorder, 1 minute)
+                  prints a markdown table and writes target/bench/report.md,
+                  and (full runs only) its tables into docs/performance.md
+                  between the bench markers (~25 minutes; --quick ~8;
+                  --only recorder: startup and the recorder, 1 minute)
   kernels [KERNEL...] [--accel tcg|kvm]
                   as root: boot each kernel under QEMU (default: this host's,
                   natively, and every Debian kernel series apt serves), run the
                   agent inside with driven workloads and print the kernel x
-                  sampler matrix; `cargo xtask kernels --help` for details
+                  sampler matrix (the default set also writes it into
+                  docs/kernels.md); `cargo xtask kernels --help` for details
   package [--binary PATH] [--install-check]
                   build the Debian package target/debian/sonde_VERSION_ARCH.deb
                   (release build unless --binary names one; dpkg-deb, no
@@ -115,6 +117,15 @@ fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
+}
+
+/// Where cargo puts its output (`CARGO_TARGET_DIR` or `target/`): the
+/// release binary the bench, the kernel matrix and `run` start is there.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { root().join(p) })
+        .unwrap_or_else(|| root().join("target"))
 }
 
 fn status(cmd: &mut Command) -> Result<()> {
@@ -192,7 +203,7 @@ fn ensure_packages(packages: &[&str]) -> Result<()> {
 fn run(args: &[String]) -> Result<()> {
     ensure_packages(BUILD_PACKAGES)?;
     status(cargo().args(["build", "--release", "--bin", "sonde"]))?;
-    let bin = root().join("target/release/sonde");
+    let bin = target_dir().join("release/sonde");
     let config = root().join("config/agent.toml");
     let args: Vec<&str> = args
         .iter()
@@ -344,6 +355,34 @@ fn fmt() -> Result<()> {
     status(Command::new("clang-format").arg("-i").args(&files))
 }
 
+/// Replaces what lies between the lines `<!-- NAME:start -->` and
+/// `<!-- NAME:end -->` of `doc` (relative to the repository) with
+/// `content`: how the bench and the kernel matrix keep their tables in
+/// docs/ current. A missing marker is an error, not a silent no-op.
+pub fn write_region(doc: &str, name: &str, content: &str) -> Result<()> {
+    let path = root().join(doc);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {doc}"))?;
+    let text = replace_region(&text, name, content).with_context(|| format!("in {doc}"))?;
+    std::fs::write(&path, text).with_context(|| format!("cannot write {doc}"))?;
+    eprintln!("xtask: updated the {name} tables of {doc}");
+    Ok(())
+}
+
+fn replace_region(text: &str, name: &str, content: &str) -> Result<String> {
+    let start = format!("<!-- {name}:start -->\n");
+    let end = format!("<!-- {name}:end -->");
+    let a = text
+        .find(&start)
+        .with_context(|| format!("no `{}` line", start.trim_end()))?
+        + start.len();
+    let b = a + text[a..]
+        .find(&end)
+        .with_context(|| format!("no `{end}` line after the start"))?;
+    let mut body = content.trim_end().to_string();
+    body.push('\n');
+    Ok(format!("{}{body}{}", &text[..a], &text[b..]))
+}
+
 /// BPF C sources and headers, except generated vmlinux headers.
 fn collect_c(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -385,6 +424,26 @@ mod tests {
             ci.lines().any(|l| l.trim() == "cargo xtask test"),
             ".ci/run must call `cargo xtask test`"
         );
+    }
+
+    #[test]
+    fn regions_between_markers_are_replaced_whole() {
+        let doc = "# Title\n<!-- t:start -->\nold\ntable\n<!-- t:end -->\nafter\n";
+        let new = super::replace_region(doc, "t", "| a |\n").unwrap();
+        assert_eq!(
+            new,
+            "# Title\n<!-- t:start -->\n| a |\n<!-- t:end -->\nafter\n"
+        );
+        assert!(super::replace_region(doc, "u", "x").is_err());
+        assert!(super::replace_region("<!-- t:start -->\nno end\n", "t", "x").is_err());
+        // The regions the bench and the kernel matrix write exist.
+        for (doc, name) in [
+            ("docs/performance.md", "bench"),
+            ("docs/kernels.md", "kernels"),
+        ] {
+            let text = std::fs::read_to_string(root().join(doc)).unwrap();
+            super::replace_region(&text, name, "x").unwrap();
+        }
     }
 
     #[test]

@@ -6,28 +6,21 @@
 //! hindsight}.toml (conffiles; config/*.toml as they are, since their
 //! defaults already are the production paths: listen on loopback, state
 //! under /var/lib/sonde), /lib/systemd/system/sonde*.service from
-//! packaging/systemd, /usr/share/doc/sonde/{README.md,copyright,
-//! changelog.Debian.gz}, and maintainer scripts from packaging/debian.
+//! packaging/systemd, /usr/share/doc/sonde/{README.md,docs/*.md,copyright,
+//! changelog.Debian.gz} (the README's links to docs/ work there), and
+//! maintainer scripts from packaging/debian.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, have, root, status};
+use crate::{cargo, have, root, status, target_dir};
 
 const CONFIGS: [&str; 4] = ["agent", "exporter", "push", "hindsight"];
 const MAINTAINER: &str = "Sonde authors <sonde@localhost>";
 
 const USAGE: &str = "usage: cargo xtask package [--binary PATH] [--install-check]";
-
-/// Where cargo puts its output (`CARGO_TARGET_DIR` or `target/`).
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { root().join(p) })
-        .unwrap_or_else(|| root().join("target"))
-}
 
 pub fn package(args: &[String]) -> Result<()> {
     let mut binary = None;
@@ -100,6 +93,13 @@ pub fn build(binary: Option<PathBuf>) -> Result<PathBuf> {
     }
     let doc = stage.join("usr/share/doc/sonde");
     copy(&repo.join("README.md"), &doc.join("README.md"), 0o644)?;
+    for entry in std::fs::read_dir(repo.join("docs"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "md") {
+            let name = path.file_name().expect("a file");
+            copy(&path, &doc.join("docs").join(name), 0o644)?;
+        }
+    }
     write(&doc.join("copyright"), &copyright()?, 0o644)?;
     let changelog = doc.join("changelog.Debian");
     write(&changelog, &changelog_entry(&version)?, 0o644)?;
@@ -127,7 +127,7 @@ pub fn build(binary: Option<PathBuf>) -> Result<PathBuf> {
          Sonde loads eBPF programs and reads procfs to measure the scheduler,\n \
          syscalls, block I/O, TCP, the network stack, cgroups and processes,\n \
          and serves them as Prometheus metrics and msgpack snapshots. Also:\n \
-         a relay exporter with percentiles, a remote-write pusher with an\n \
+         an exporter relaying agents with percentiles, a remote-write pusher with an\n \
          on-disk spool, and a rolling flight recorder. systemd units included.\n",
         installed_kib(&stage)?,
         depends(&bin)?,
@@ -388,6 +388,15 @@ pub fn install_check() -> Result<()> {
 }
 
 fn installed_checks() -> Result<()> {
+    // The README's links into docs/ resolve in the installed copy.
+    let readme = std::fs::read_to_string("/usr/share/doc/sonde/README.md")?;
+    for link in readme.split("](docs/").skip(1) {
+        let file = link.split([')', '#']).next().unwrap_or_default();
+        let path = format!("/usr/share/doc/sonde/docs/{file}");
+        if !Path::new(&path).is_file() {
+            bail!("package: the README links docs/{file}, which is not installed");
+        }
+    }
     for c in CONFIGS {
         let path = format!("/etc/sonde/{c}.toml");
         eprintln!("xtask: package: sonde check {path}");

@@ -130,11 +130,18 @@ pub fn bench(args: &[String]) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     result?;
 
-    let path = root().join("target/bench/report.md");
+    let path = crate::target_dir().join("bench/report.md");
     std::fs::create_dir_all(path.parent().unwrap())?;
     std::fs::write(&path, &report.text)?;
     println!("{}", report.text);
     eprintln!("xtask: bench: report written to {}", path.display());
+    // The docs carry a whole run's tables, not a quick or partial one's.
+    if quick || only_recorder {
+        eprintln!("xtask: bench: docs/performance.md is left as it is (full runs write it)");
+    } else {
+        let tables = report.text.split_once('\n').map_or("", |(_, rest)| rest);
+        crate::write_region("docs/performance.md", "bench", tables)?;
+    }
     Ok(())
 }
 
@@ -240,7 +247,7 @@ fn cargo_bench(args: &[&str]) -> Result<String> {
 }
 
 fn sonde_bin() -> PathBuf {
-    root().join("target/release/sonde")
+    crate::target_dir().join("release/sonde")
 }
 
 fn machine() -> String {

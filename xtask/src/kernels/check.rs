@@ -37,6 +37,8 @@ pub struct Run {
 
 pub struct Matrix {
     pub text: String,
+    /// The kernel x sampler table alone (what docs/kernels.md shows).
+    pub table: String,
     pub failures: usize,
 }
 
@@ -73,6 +75,7 @@ pub fn matrix(runs: &[Run]) -> Result<Matrix> {
     let mut text = String::new();
     let mut failures = 0;
     let _ = writeln!(text, "## Kernel matrix\n");
+    let table_start = text.len();
     let _ = write!(text, "| sampler |");
     for (run, release, _) in &results {
         let how = if run.label == "host" {
@@ -114,6 +117,7 @@ pub fn matrix(runs: &[Run]) -> Result<Matrix> {
         }
         text.push('\n');
     }
+    let table = text[table_start..].to_string();
     let _ = writeln!(
         text,
         "\nEach cell: the attach type of the programs with hooks `auto`, then with \
@@ -177,7 +181,11 @@ pub fn matrix(runs: &[Run]) -> Result<Matrix> {
             .count();
         text.push('\n');
     }
-    Ok(Matrix { text, failures })
+    Ok(Matrix {
+        text,
+        table,
+        failures,
+    })
 }
 
 /// The matrix cell of sampler `name` in one mode: summary, failures, notes.
