@@ -11,9 +11,13 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::routing::{get, MethodRouter};
 use axum::Router;
+use bytes::Bytes;
 
 use crate::config::{ConfigError, Listen};
+use crate::prometheus::text::TEXT_CONTENT_TYPE;
+use crate::prometheus::{Format, Renderer};
 use crate::runtime::{self, Events};
 use crate::serve;
 
@@ -54,15 +58,28 @@ pub trait Daemon: Send + Sync + Sized + 'static {
     fn alive(&self) -> bool;
 
     /// Applies a reloaded config, whose `[listen]` is already applied.
-    /// An error leaves `running` as the config in force.
+    /// `Err`: nothing else was applied (the running config stays);
+    /// `Ok(Some(problems))`: applied except what `problems` says (the
+    /// reload counts as failed, the new config is the running one).
     fn reload(
         &self,
         running: &Self::Config,
         new: &Self::Config,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    ) -> impl Future<Output = anyhow::Result<Option<String>>> + Send;
 
     /// After the server stopped serving: stop the work.
     fn stop(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// `GET /metrics` of a mode's own metrics (the registry as Prometheus
+/// text), for the modes whose only metrics are their own.
+pub fn own_metrics() -> MethodRouter {
+    let renderer = Arc::new(Renderer::default());
+    get(move || async move {
+        let mut out = String::new();
+        renderer.render(Format::Text, &mut out);
+        serve::bytes_response(TEXT_CONTENT_TYPE, Bytes::from(out))
+    })
 }
 
 /// Runs mode `D` on `config` (read from `path`) until SIGTERM or SIGINT;
@@ -88,8 +105,16 @@ async fn serve_until_shutdown<D: Daemon>(
     reload: Reload<D::Config>,
 ) -> anyhow::Result<()> {
     let events = Events::watch();
+    // Subscribed before the work starts: a SIGTERM while it starts (a BPF
+    // load, a first walk) stops the mode instead of being lost.
+    let mut shutdown = Box::pin(events.shutdown());
     let (server, handle) = serve::start(D::listen(&config), &path).await?;
-    let daemon = Arc::new(D::start(&path, &config, &events).await?);
+    // `biased`: a stop already asked wins over work that is ready too.
+    let daemon = tokio::select! {
+        biased;
+        _ = &mut shutdown => return Ok(()),
+        started = D::start(&path, &config, &events) => Arc::new(started?),
+    };
     let running = Arc::new(tokio::sync::Mutex::new(config));
     let reload = Arc::new(reload);
     {
@@ -103,17 +128,37 @@ async fn serve_until_shutdown<D: Daemon>(
                 path.clone(),
             );
             async move {
-                let new = tokio::task::block_in_place(|| reload(&path))?;
-                // One reload at a time, and `running` is what is in force.
+                let stays = "the running config stays";
+                let new = tokio::task::block_in_place(|| reload(&path))
+                    .map_err(|e| anyhow::anyhow!("{e}\n{stays}"))?;
+                // One reload at a time; `running` is the config last
+                // applied (sections read at start only are compared with
+                // it, to say they changed).
                 let mut running = running.lock().await;
-                handle.apply(D::listen(&new)).await?;
-                daemon.reload(&running, &new).await?;
+                handle
+                    .apply(D::listen(&new))
+                    .await
+                    .map_err(|e| e.context(stays))?;
+                let problems = daemon
+                    .reload(&running, &new)
+                    .await
+                    .map_err(|e| e.context(stays))?;
                 *running = new;
-                Ok(())
+                match problems {
+                    None => Ok(()),
+                    Some(p) => Err(anyhow::anyhow!("{p}")),
+                }
             }
         });
     }
-    let mut status = daemon.ready().await;
+    let mut status = tokio::select! {
+        biased;
+        _ = &mut shutdown => {
+            daemon.stop().await;
+            return Ok(());
+        }
+        status = daemon.ready() => status,
+    };
     if let Some(addr) = server.local_addr() {
         status.push_str(&format!("; listening on {addr}"));
     }
@@ -123,7 +168,7 @@ async fn serve_until_shutdown<D: Daemon>(
         let _ = crate::systemd::spawn_watchdog(move || daemon.alive());
     }
     crate::systemd::ready(&status);
-    let result = serve::run(server, daemon.router(), events.shutdown()).await;
+    let result = serve::run(server, daemon.router(), shutdown).await;
     daemon.stop().await;
     result
 }

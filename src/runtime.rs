@@ -173,7 +173,7 @@ where
                 }
                 Err(e) => {
                     failure.add(1);
-                    tracing::error!("config reload failed, the running config stays:\n{e:#}");
+                    tracing::error!("config reload failed:\n{e:#}");
                 }
             }
         }

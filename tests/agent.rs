@@ -315,3 +315,52 @@ fn sigterm_shuts_down_gracefully() {
     let log: Vec<String> = agent.log.try_iter().collect();
     assert!(log.iter().any(|l| l.contains("shut down")), "{log:?}");
 }
+
+/// A stop asked while the agent starts (loading BPF programs, the first
+/// cgroup and process walks) is not lost: the agent finishes starting,
+/// never serves, and exits 0 — a `systemctl stop` during start does not
+/// wait for SIGKILL.
+#[test]
+fn sigterm_while_starting_stops_the_agent() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::agent_config(dir.path(), |c| c);
+    let mut child = std::process::Command::new(common::BIN)
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The cgroup sampler logs its layout while it starts, after the signal
+    // handlers are in place and before the other samplers load.
+    let mut seen = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let starting = line.contains("cgroup: ");
+        seen.push(line);
+        if starting {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("cgroup: ")),
+        "no start line: {seen:?}"
+    );
+    let pid = child.id() as i32;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // A lost stop would serve forever: end it after 30 s (the test then
+    // fails on the status).
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        // SAFETY: as above; a pid reaped meanwhile is not reused that fast.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    seen.extend(lines.map_while(Result::ok));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}: {seen:?}");
+    assert!(
+        !seen.iter().any(|l| l.contains("listening on")),
+        "it served after the stop: {seen:?}"
+    );
+}

@@ -65,31 +65,59 @@ fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The top-level modules a file's text names through `crate::`, with the
-/// line of the first mention: `crate::x::…`, `crate::x` and the names of a
-/// `use crate::{x, y::z}` group. Comments are skipped.
+/// line of the first mention: `crate::x::…`, `crate::x`, and the first
+/// segment of every item of a `use crate::{x, y::{z, w}, …}` group, over
+/// as many lines as it takes. Comments are skipped.
 fn crate_refs(text: &str) -> BTreeMap<String, usize> {
+    let code: String = text
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let line_of = |at: usize| code[..at].matches('\n').count() + 1;
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
     let mut out = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
-        while let Some(i) = rest.find("crate::") {
-            rest = &rest[i + "crate::".len()..];
-            if let Some(group) = rest.strip_prefix('{') {
-                let inner = group.split('}').next().unwrap_or("");
-                for item in inner.split(',') {
-                    let name = item.trim().split("::").next().unwrap_or("").trim();
-                    if !name.is_empty() {
-                        out.entry(name.to_string()).or_insert(n + 1);
-                    }
-                }
-                continue;
-            }
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
+    let mut from = 0;
+    while let Some(i) = code[from..].find("crate::") {
+        let at = from + i;
+        let rest = &code[at + "crate::".len()..];
+        from = at + "crate::".len();
+        let Some(group) = rest.strip_prefix('{') else {
+            let name = ident(rest);
             if !name.is_empty() {
-                out.entry(name).or_insert(n + 1);
+                out.entry(name).or_insert(line_of(at));
+            }
+            continue;
+        };
+        // The group's top-level items: split at commas outside nested braces.
+        let (mut depth, mut item_start) = (0usize, 0usize);
+        for (j, ch) in group.char_indices() {
+            let end = match ch {
+                '{' => {
+                    depth += 1;
+                    false
+                }
+                '}' if depth == 0 => true,
+                '}' => {
+                    depth -= 1;
+                    false
+                }
+                ',' => depth == 0,
+                _ => false,
+            };
+            if end {
+                let name = ident(group[item_start..j].trim_start());
+                if !name.is_empty() && name != "self" {
+                    out.entry(name).or_insert(line_of(at));
+                }
+                item_start = j + 1;
+                if ch == '}' {
+                    break;
+                }
             }
         }
     }
@@ -244,6 +272,14 @@ fn the_checker_finds_upward_and_sideways_imports() {
     assert!(v.is_empty(), "{v:?}");
     let v = violations("src/config/x.rs", "config", grouped, &m);
     assert_eq!(v.len(), 1, "{v:?}");
+    // Groups over several lines, nested ones: only the top-level items.
+    let multi = "use crate::{\n    registry::{Family, Series},\n    agent::Agent,\n};\n";
+    let v = violations("src/serve/x.rs", "serve", multi, &m);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].contains("src/serve/x.rs:1") && v[0].contains("`agent`"),
+        "{v:?}"
+    );
     let down = "use crate::spool::Spool; // crate::agent in a comment\ncrate::family! {}\n";
     assert!(violations("src/push/x.rs", "push", down, &m).is_empty());
     assert_eq!(violations("src/new/x.rs", "new", down, &m).len(), 1);

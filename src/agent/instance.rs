@@ -11,7 +11,7 @@ use super::config::AgentConfig;
 use crate::bpf::{BpfContext, BpfInfo, BpfOptions, ProgramInfo};
 use crate::privileges;
 use crate::registry::Series;
-use crate::samplers::{Sampler, SamplerContext, SamplerSpec};
+use crate::samplers::{cgroup, Sampler, SamplerContext, SamplerSpec};
 
 crate::family! {
     static SAMPLER_UP: Gauge {
@@ -102,12 +102,10 @@ impl InstanceSettings {
             enabled: config.enabled(name),
             bpf: config.bpf_options(name),
             options: config.options(name),
-            cgroup_attribution: config.enabled("cgroup")
-                && config
-                    .options("cgroup")
-                    .get("attribution")
-                    .and_then(toml::Value::as_bool)
-                    .unwrap_or(true),
+            cgroup_attribution: cgroup::attribution(
+                config.enabled(cgroup::NAME),
+                &config.options(cgroup::NAME),
+            ),
         }
     }
 }

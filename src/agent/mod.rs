@@ -52,7 +52,12 @@ impl Daemon for Agent {
         // After the BPF loads, the pusher's spool chown and the bind (a
         // port below 1024 needs CAP_NET_BIND_SERVICE).
         if config.privileges.drop {
-            drop_privileges(config, &collector)?;
+            if let Err(e) = drop_privileges(config, &collector) {
+                if let Some(p) = pusher {
+                    tokio::task::block_in_place(|| p.stop());
+                }
+                return Err(e);
+            }
         }
         Ok(Agent {
             collector,
@@ -82,7 +87,11 @@ impl Daemon for Agent {
     /// `[listen]` is applied first (a new address or unusable TLS files
     /// refuse the whole reload), then the samplers, the TTL and the
     /// buckets. `[push]`, `[privileges]` and `[log]` are read at start only.
-    async fn reload(&self, running: &AgentConfig, new: &AgentConfig) -> anyhow::Result<()> {
+    async fn reload(
+        &self,
+        running: &AgentConfig,
+        new: &AgentConfig,
+    ) -> anyhow::Result<Option<String>> {
         let failed = self.collector.reload(new).await;
         for (section, changed) in [
             ("[push]", running.push != new.push),
@@ -93,14 +102,12 @@ impl Daemon for Agent {
                 tracing::warn!("{section} changed: it takes effect when the agent restarts");
             }
         }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            anyhow::bail!(
-                "applied, except samplers that could not start:\n{}",
+        Ok((!failed.is_empty()).then(|| {
+            format!(
+                "the new config is applied, except samplers that could not start:\n{}",
                 failed.join("\n")
             )
-        }
+        }))
     }
 
     async fn stop(&self) {

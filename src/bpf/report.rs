@@ -79,7 +79,6 @@ pub fn discarded(sampler: &str) -> Arc<Series> {
 /// What the agent reports about a sampler's BPF objects (`/samplers`,
 /// `sonde_bpf_*`). It holds its own descriptors of the programs, so it
 /// stays valid whatever happens to the skeleton.
-#[derive(Default)]
 pub struct BpfInfo {
     pub programs: Vec<ProgramInfo>,
     pub map_bytes: u64,

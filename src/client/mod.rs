@@ -9,7 +9,7 @@ mod upstream;
 use std::time::Duration;
 
 pub use source::{PullSource, SourceKeys};
-pub use upstream::{take, BasicAuth, Client, Upstream};
+pub use upstream::{BasicAuth, Client, Upstream};
 
 /// One HTTP client per process: keep-alive connections to the agents.
 pub fn shared() -> reqwest::Client {

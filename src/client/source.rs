@@ -80,11 +80,11 @@ impl PullSource {
     ) -> Vec<PullSource> {
         let at = |i: usize| vec![Segment::Key(name.into()), Segment::Index(i)];
         let items = match table.remove(name) {
-            Some(toml::Value::Array(items)) => items,
+            Some(toml::Value::Array(items)) if !items.is_empty() => items,
             Some(_) => {
                 c.problem(
                     &[Segment::Key(name.into())],
-                    format!("must be an array of tables: [[{name}]] url = \"{DEFAULT_URL}\""),
+                    format!("must be one or more tables: [[{name}]] url = \"{DEFAULT_URL}\""),
                 );
                 return Vec::new();
             }

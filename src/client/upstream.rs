@@ -43,7 +43,11 @@ const KEYS: [&str; 5] = [
 /// Takes the upstream keys out of the config table `section` (found at
 /// `path`) and checks them, so the section's own struct keeps denying
 /// unknown keys without listing these.
-pub fn take(c: &mut Checker<'_>, path: &[Segment], section: Option<&mut toml::Value>) -> Upstream {
+pub(super) fn take(
+    c: &mut Checker<'_>,
+    path: &[Segment],
+    section: Option<&mut toml::Value>,
+) -> Upstream {
     let Some(toml::Value::Table(table)) = section else {
         return Upstream::default();
     };

@@ -90,7 +90,11 @@ impl Daemon for Exporter {
         !self.pulling().is_finished()
     }
 
-    async fn reload(&self, running: &ExporterConfig, new: &ExporterConfig) -> anyhow::Result<()> {
+    async fn reload(
+        &self,
+        running: &ExporterConfig,
+        new: &ExporterConfig,
+    ) -> anyhow::Result<Option<String>> {
         if running.sources != new.sources
             || running.general != new.general
             || running.prometheus != new.prometheus
@@ -101,7 +105,7 @@ impl Daemon for Exporter {
             std::mem::replace(&mut *self.pulling(), task).abort();
             tracing::info!("relaying with the new [general], [prometheus] and [[sources]]");
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn stop(&self) {

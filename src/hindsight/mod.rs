@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 
@@ -26,8 +26,6 @@ use crate::client::{self, Upstream};
 use crate::config::Listen;
 use crate::daemon::{self, Daemon, Reload};
 use crate::parquet::{self, SpoolSnapshots};
-use crate::prometheus::text::TEXT_CONTENT_TYPE;
-use crate::prometheus::{Format, Renderer};
 use crate::registry::Series;
 use crate::runtime::{Event, Events, Ticker};
 use crate::serve::{self, bytes_response};
@@ -209,17 +207,13 @@ impl Daemon for Hindsight {
     }
 
     fn router(self: &Arc<Self>) -> Router {
-        let renderer = Arc::new(Renderer::default());
-        let metrics = get(move || async move {
-            let mut out = String::new();
-            renderer.render(Format::Text, &mut out);
-            bytes_response(TEXT_CONTENT_TYPE, Bytes::from(out))
-        });
         serve::with_base_routes(
-            Router::new().route("/metrics", metrics).route(
-                "/dump",
-                post(dump_route).with_state(Arc::clone(&self.shared)),
-            ),
+            Router::new()
+                .route("/metrics", daemon::own_metrics())
+                .route(
+                    "/dump",
+                    post(dump_route).with_state(Arc::clone(&self.shared)),
+                ),
             "/metrics, POST /dump[?last=5m]",
         )
     }
@@ -228,7 +222,11 @@ impl Daemon for Hindsight {
         !self.recorder.is_finished()
     }
 
-    async fn reload(&self, running: &HindsightConfig, new: &HindsightConfig) -> anyhow::Result<()> {
+    async fn reload(
+        &self,
+        running: &HindsightConfig,
+        new: &HindsightConfig,
+    ) -> anyhow::Result<Option<String>> {
         for (section, changed) in [
             ("[source]", running.source != new.source),
             ("[buffer]", running.buffer != new.buffer),
@@ -240,7 +238,7 @@ impl Daemon for Hindsight {
             }
         }
         tracing::info!("[listen] applied");
-        Ok(())
+        Ok(None)
     }
 
     async fn stop(&self) {

@@ -10,18 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
 
 use crate::client::{self, Upstream};
 use crate::config::Listen;
 use crate::daemon::{self, Daemon, Reload};
-use crate::prometheus::text::TEXT_CONTENT_TYPE;
-use crate::prometheus::{Format, Renderer};
 use crate::registry::Series;
 use crate::runtime::{Events, Ticker};
-use crate::serve::{self, bytes_response};
+use crate::serve;
 use crate::snapshot::fetch;
 use crate::spool::{self, Spool};
 use config::PushConfig;
@@ -152,13 +148,10 @@ impl Daemon for Pusher {
     }
 
     fn router(self: &Arc<Self>) -> Router {
-        let renderer = Arc::new(Renderer::default());
-        let metrics = get(move || async move {
-            let mut out = String::new();
-            renderer.render(Format::Text, &mut out);
-            bytes_response(TEXT_CONTENT_TYPE, Bytes::from(out))
-        });
-        serve::with_base_routes(Router::new().route("/metrics", metrics), "/metrics")
+        serve::with_base_routes(
+            Router::new().route("/metrics", daemon::own_metrics()),
+            "/metrics",
+        )
     }
 
     fn alive(&self) -> bool {
@@ -168,10 +161,14 @@ impl Daemon for Pusher {
             .map_or(true, |w| w.as_ref().is_some_and(Work::alive))
     }
 
-    async fn reload(&self, running: &PushConfig, new: &PushConfig) -> anyhow::Result<()> {
+    async fn reload(
+        &self,
+        running: &PushConfig,
+        new: &PushConfig,
+    ) -> anyhow::Result<Option<String>> {
         if running.source == new.source && running.spool == new.spool && running.sinks == new.sinks
         {
-            return Ok(());
+            return Ok(None);
         }
         // Stop, then start on the new config; the spool and the cursors
         // are on disk, so nothing spooled is lost.
@@ -189,7 +186,7 @@ impl Daemon for Pusher {
             }
         }
         tracing::info!("pushing with the new [source], [spool] and [[sinks]]");
-        Ok(())
+        Ok(None)
     }
 
     async fn stop(&self) {

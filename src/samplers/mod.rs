@@ -54,8 +54,9 @@ pub type InitResult = anyhow::Result<Option<Box<dyn Sampler>>>;
 pub struct SamplerSpec {
     pub name: &'static str,
     /// Loads BPF programs: takes the `hook` and `disable` keys (read here,
-    /// once, into [`SamplerContext::bpf`]) and cannot start after the
-    /// privilege drop.
+    /// once, into [`SamplerContext::bpf`]). Its load needs capabilities the
+    /// privilege drop gives up: started by a reload after the drop, it
+    /// fails and says to restart the agent.
     pub bpf: bool,
     /// Capabilities its refreshes need after the privilege drop, beyond
     /// what every process has (`privileges::bit(CAP_…)`), e.g. to read

@@ -181,7 +181,8 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         },
         |_| Ok(()),
     )?;
-    // Registered last, once the sampler has started.
+    // Registered with the sampler below: its Registration takes the
+    // provider out again if the sampler fails to start or stops.
     let provider = match target {
         Some(_) => Some(cgroups::Provider::from_bpf(
             NAME,
@@ -198,7 +199,6 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         )?),
         None => None,
     };
-    // Last: a sampler that failed to start must not leave counters behind.
     let s = Scheduler {
         _cgroups: provider.map(cgroups::register),
         banks: bpf.banks(counters)?,

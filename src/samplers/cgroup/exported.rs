@@ -42,6 +42,22 @@ pub(super) struct Exported {
     bpf: Vec<Counted>,
 }
 
+/// `bpf`'s entry for provider `p`, made on first use.
+fn counted<'a>(bpf: &'a mut Vec<Counted>, p: &Provider) -> &'a mut Counted {
+    let i = match bpf.iter().position(|c| c.provider == p.id()) {
+        Some(i) => i,
+        None => {
+            bpf.push(Counted {
+                provider: p.id(),
+                base: vec![0; p.fields().len()],
+                series: vec![None; p.fields().len()],
+            });
+            bpf.len() - 1
+        }
+    };
+    &mut bpf[i]
+}
+
 /// What one provider's counters give an exported cgroup.
 struct Counted {
     /// Which provider (a restarted sampler registers a new one).
@@ -150,28 +166,13 @@ impl Exported {
         *self = fresh;
     }
 
-    fn counted(&mut self, p: &Provider) -> &mut Counted {
-        let i = match self.bpf.iter().position(|c| c.provider == p.id()) {
-            Some(i) => i,
-            None => {
-                self.bpf.push(Counted {
-                    provider: p.id(),
-                    base: vec![0; p.fields().len()],
-                    series: vec![None; p.fields().len()],
-                });
-                self.bpf.len() - 1
-            }
-        };
-        &mut self.bpf[i]
-    }
-
     /// Takes the current slot values as zero for `providers` (the slot may
     /// carry counts of a previous owner, or of a provider that started
     /// late).
     pub(super) fn rebase(&mut self, providers: &[Arc<Provider>]) {
         let Some(slot) = self.slot else { return };
         for p in providers {
-            let c = self.counted(p);
+            let c = counted(&mut self.bpf, p);
             p.read(slot, &mut c.base);
         }
     }
@@ -182,11 +183,11 @@ impl Exported {
         self.bpf
             .retain(|c| providers.iter().any(|p| p.id() == c.provider));
         let Some(slot) = self.slot else { return };
-        let labels = self.labels.clone();
+        let labels = &self.labels;
         for p in providers {
             scratch.resize(p.fields().len(), 0);
             p.read(slot, scratch);
-            let c = self.counted(p);
+            let c = counted(&mut self.bpf, p);
             for (f, field) in p.fields().iter().enumerate() {
                 let v = scratch[f].saturating_sub(c.base[f]);
                 if p.lazy && v == 0 && c.series[f].is_none() {

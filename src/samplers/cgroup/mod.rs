@@ -83,6 +83,12 @@ impl Default for Options {
     }
 }
 
+/// Whether the BPF samplers count per cgroup: the cgroup sampler enabled,
+/// with `attribution` (its default). `options` were validated at load.
+pub fn attribution(enabled: bool, options: &toml::Value) -> bool {
+    enabled && Options::deserialize(options.clone()).map_or(true, |o| o.attribution)
+}
+
 fn duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(|e| {

@@ -145,7 +145,7 @@ pub fn target(ctx: &crate::samplers::SamplerContext<'_>) -> Option<BpfTarget> {
 
 /// What the BPF samplers set when cgroup attribution is on, from the
 /// mounted layout and the running kernel's `enum cgroup_subsys_id`.
-pub fn bpf_target() -> anyhow::Result<BpfTarget> {
+fn bpf_target() -> anyhow::Result<BpfTarget> {
     let mounts = Mounts::detect()?;
     if mounts.layout == Layout::V2 {
         return Ok(BpfTarget {

@@ -256,7 +256,16 @@ impl Walker {
 
 fn init(ctx: &SamplerContext<'_>) -> InitResult {
     let o: Options = ctx.options()?;
-    let exits = if !o.exits {
+    // Its one hook may be disabled like any BPF sampler's: the same as
+    // `exits = false`.
+    let disable = &ctx.bpf.options.disable;
+    if let Some(bad) = disable.iter().find(|d| *d != exits::HOOK) {
+        anyhow::bail!(
+            "[samplers.{NAME}] disable: unknown hook `{bad}`; its hook is {}",
+            exits::HOOK
+        );
+    }
+    let exits = if !o.exits || !disable.is_empty() {
         None
     } else {
         let loaded = if procfs::proc_is_host_pid_namespace() {

@@ -250,7 +250,8 @@ fn init(ctx: &SamplerContext<'_>) -> InitResult {
         )?),
         None => None,
     };
-    // Last: a sampler that failed to start must not leave counters behind.
+    // Registered with the sampler: a sampler that fails to start (a `?`
+    // below) takes its provider out again.
     let s = Syscall {
         _cgroups: provider.map(cgroups::register),
         banks: bpf.banks(counters)?,
