@@ -105,8 +105,10 @@ static __always_inline struct departure *stamps(bool btf, struct task_struct *t,
 
 static __always_inline void cgroup_add(__u32 cpu, __u32 slot, __u32 field, __u64 v)
 {
-	bank_add(&sched_cgroups, SCHED_CGROUPS * SCHED_CG_FIELDS, cpu, slot * SCHED_CG_FIELDS + field,
-		 v);
+	/* cpu x slot x field: the same index as a bank of SCHED_CGROUPS *
+	 * SCHED_CG_FIELDS, in the form that compiles to the fewest
+	 * instructions here (measured with bpftool prog dump xlated). */
+	array_add(&sched_cgroups, (cpu * SCHED_CGROUPS + slot) * SCHED_CG_FIELDS + field, v);
 }
 
 /* Attributes the switch to cgroups: prev's slot is the one cached when it
