@@ -6,18 +6,20 @@
 //! here has a layer):
 //!
 //! 1. modes, one per command: `agent`, `exporter` (the relay), `push`,
-//!    `record`, `hindsight`, `top`;
+//!    `record`, `hindsight`, `top`, `inspect` (`query` and `dump`);
 //! 2. `daemon`: the start / reload / watchdog / ready / serve sequence of
 //!    the long-running modes;
 //! 3. shared homes: `serve` (HTTP server), `client` (HTTP client: TLS and
 //!    credentials toward agents and upstreams), `snapshot` (wire format),
-//!    `spool`, `parquet` (recordings), `prometheus`, `samplers`;
+//!    `spool`, `parquet` (recordings), `query` (the PromQL engine),
+//!    `prometheus`, `samplers`;
 //! 4. foundations: `runtime`, `systemd`, `bpf`, `registry`, `histogram`,
 //!    `config`, `privileges`.
 
 pub mod agent;
 pub mod exporter;
 pub mod hindsight;
+pub mod inspect;
 pub mod push;
 pub mod record;
 pub mod top;
@@ -27,6 +29,7 @@ pub mod daemon;
 pub mod client;
 pub mod parquet;
 pub mod prometheus;
+pub mod query;
 pub mod samplers;
 pub mod serve;
 pub mod snapshot;

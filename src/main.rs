@@ -1,6 +1,6 @@
 //! Sonde: an eBPF-first Linux kernel telemetry agent (the command line).
 
-use sonde::{agent, config, exporter, hindsight, push, record, top};
+use sonde::{agent, config, exporter, hindsight, inspect, push, query, record, top};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -122,6 +122,70 @@ enum Command {
         #[arg(long, value_enum, default_value = "cpu")]
         sort: top::Sort,
     },
+    /// Evaluate a PromQL expression over a recording (`sonde record`'s, a
+    /// hindsight dump, or Rezolus's parquet) or over a live agent, and print
+    /// the result. Metrics answer to their registry names with stored units
+    /// (`rate(cpu_usage[1m])`, ns per second; H2 histograms whole:
+    /// `histogram_quantile(0.99, rate(scheduler_runqueue_latency[1m]))`)
+    /// and to the names /metrics gives them (`rate(cpu_usage_seconds_total[1m])`,
+    /// classic `_bucket{le}` and `_count` series), so dashboard queries run
+    /// unchanged. Without --start and --step a table shows one instant, at
+    /// the end. Times: RFC 3339, unix seconds, start, end, now, a duration
+    /// back from the end (10m), end-10m, start+5m.
+    #[command(
+        after_help = "Examples:\n  sonde query run.parquet 'sum by (op) (rate(syscalls[1m]))'\n  sonde query run.parquet 'histogram_quantile(0.99, rate(scheduler_runqueue_latency_seconds_bucket[1m]))' -b 10m --step 10s\n  sonde query http://127.0.0.1:4251 'rate(cpu_usage_seconds_total[5s])' --format json"
+    )]
+    Query {
+        /// A recording (.parquet) or an agent's URL (http://127.0.0.1:4251).
+        source: String,
+        /// The PromQL expression (may start with `-`).
+        #[arg(allow_hyphen_values = true)]
+        expr: String,
+        /// Start of the range (default: the data's start).
+        #[arg(short = 'b', long = "start", value_parser = parse_time)]
+        start: Option<query::time::Time>,
+        /// End of the range (default: the data's end).
+        #[arg(short = 'e', long, value_parser = parse_time)]
+        end: Option<query::time::Time>,
+        /// Time between steps, e.g. 10s (default: 250 rows for a table,
+        /// 1000 points otherwise, a multiple of the sampling interval).
+        #[arg(long, value_parser = query::time::parse_step)]
+        step: Option<std::time::Duration>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: inspect::Format,
+        /// For an agent: how long to poll it (default: the expression's
+        /// longest range plus two intervals, at least 2 s).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        poll: Option<std::time::Duration>,
+        /// For an agent: time between polls.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+    },
+    /// Print the samples of chosen series, every row between two times, as
+    /// CSV, JSON or OpenMetrics (the names, units and classic buckets of the
+    /// agent's /metrics, with timestamps: `promtool tsdb create-blocks-from
+    /// openmetrics` reads it).
+    #[command(
+        after_help = "Examples:\n  sonde dump run.parquet 'cpu_usage' -b 5m\n  sonde dump run.parquet --format openmetrics > run.om && promtool tsdb create-blocks-from openmetrics run.om data/"
+    )]
+    Dump {
+        /// A recording (.parquet) or an agent's URL.
+        source: String,
+        /// Series selectors, e.g. 'syscalls{op="read"}' (default: all).
+        selectors: Vec<String>,
+        #[arg(short = 'b', long = "start", value_parser = parse_time)]
+        start: Option<query::time::Time>,
+        #[arg(short = 'e', long, value_parser = parse_time)]
+        end: Option<query::time::Time>,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: inspect::dump::DumpFormat,
+        /// For an agent: how long to poll it.
+        #[arg(long = "for", default_value = "10s", value_parser = humantime::parse_duration)]
+        poll: std::time::Duration,
+        /// For an agent: time between polls.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+    },
     /// Validate a config file (agent, exporter, push or hindsight) and print every
     /// problem with its key and line. Exits 0 when valid, 2 when not.
     Check {
@@ -166,6 +230,53 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { config, kind }) => check(&config, kind),
+        Some(Command::Query {
+            source,
+            expr,
+            start,
+            end,
+            step,
+            format,
+            poll,
+            interval,
+        }) => {
+            init_logging(LogLevel::Warn);
+            let window = poll.unwrap_or_else(|| {
+                (inspect::longest_range(&expr) + 2 * interval)
+                    .max(std::time::Duration::from_secs(2))
+            });
+            let target = inspect::Target::parse(&source, window, interval);
+            let o = inspect::QueryOptions {
+                expr,
+                start,
+                end,
+                step,
+                format,
+            };
+            report(inspect::run_query(&target, &o))
+        }
+        Some(Command::Dump {
+            source,
+            selectors,
+            start,
+            end,
+            format,
+            poll,
+            interval,
+        }) => {
+            init_logging(LogLevel::Warn);
+            let target = inspect::Target::parse(&source, poll, interval);
+            let o = inspect::DumpOptions {
+                selectors,
+                start,
+                end,
+                format,
+            };
+            report(inspect::open(&target).and_then(|opened| {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                inspect::dump(&opened, &o, &mut out)
+            }))
+        }
         Some(Command::Agent { config, once }) => agent(&config, once || cli.once),
         Some(Command::Exporter { config }) => exporter(&config),
         Some(Command::Push { config }) => pusher(&config),
@@ -297,6 +408,34 @@ fn run_mode<C>(
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_time(s: &str) -> Result<query::time::Time, String> {
+    s.parse()
+}
+
+/// Exit 0, or print the error: a bad query is bad usage (2), anything
+/// else (a file that cannot be read, an agent that does not answer) 1.
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): not an error, as for cat.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            match e.downcast_ref::<query::QueryError>() {
+                Some(query::QueryError::Source(_)) | None => ExitCode::FAILURE,
+                Some(_) => ExitCode::from(EXIT_CONFIG),
+            }
         }
     }
 }

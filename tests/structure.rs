@@ -11,7 +11,15 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "modes",
-        &["agent", "exporter", "push", "record", "hindsight", "top"],
+        &[
+            "agent",
+            "exporter",
+            "push",
+            "record",
+            "hindsight",
+            "top",
+            "inspect",
+        ],
     ),
     ("daemon", &["daemon"]),
     (
@@ -22,6 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "snapshot",
             "spool",
             "parquet",
+            "query",
             "prometheus",
             "samplers",
         ],

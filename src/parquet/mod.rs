@@ -1,8 +1,11 @@
 //! Recordings on disk, one home: the parquet layout of `sonde record` and
-//! of hindsight's dumps (Rezolus's layout, see [`write`]), the snapshots a
-//! spool holds read back as rows, and the file metadata every recording
-//! carries. Modes that write recordings use this; none imports another.
+//! of hindsight's dumps (Rezolus's layout, see [`write`]), reading them
+//! back on demand as a query source ([`Recording`], ours and Rezolus's),
+//! the snapshots a spool holds read back as rows, and the file metadata
+//! every recording carries. Modes that write or read recordings use this;
+//! none imports another.
 
+mod read;
 mod write;
 
 use std::sync::Mutex;
@@ -11,6 +14,7 @@ use std::time::Duration;
 use crate::snapshot;
 use crate::spool::{Entry, Spool};
 
+pub use read::Recording;
 pub use write::{write, Snapshots, Summary};
 
 /// Snapshots stored in a spool, read back one by one (a missing or damaged

@@ -42,6 +42,38 @@ impl Prometheus {
         Prometheus::start("", data, port, &["--web.enable-remote-write-receiver"])
     }
 
+    /// Serves the blocks in `data` (e.g. from `promtool tsdb
+    /// create-blocks-from`), scraping nothing.
+    pub fn on_data(data: &Path) -> Prometheus {
+        Prometheus::start("", Some(data), free_port(), &[])
+    }
+
+    /// A range query's result (`matrix`), or Prometheus's error.
+    pub fn query_range(
+        &self,
+        q: &str,
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<serde_json::Value, String> {
+        let url = format!(
+            "{}?query={}&start={start}&end={end}&step={step}",
+            self.url("/api/v1/query_range"),
+            encode(q)
+        );
+        let r = std::panic::catch_unwind(|| http(&url, &[]))
+            .map_err(|_| "the query request failed".to_string())?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body)
+            .map_err(|e| format!("HTTP {}: not JSON ({e})", r.status))?;
+        if v["status"] != "success" {
+            return Err(format!(
+                "HTTP {}: {}: {}",
+                r.status, v["errorType"], v["error"]
+            ));
+        }
+        Ok(v["data"].clone())
+    }
+
     fn start(scrape: &str, data: Option<&Path>, port: u16, args: &[&str]) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
