@@ -413,7 +413,7 @@ fn host_workload(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
             let conn = std::net::TcpStream::connect(addr).expect("loopback connect");
             while listener.accept().is_ok() {}
             drop(conn);
-            if n % 16 == 0 {
+            if n.is_multiple_of(16) {
                 use std::io::Seek as _;
                 file.seek(std::io::SeekFrom::Start(0)).unwrap();
             }

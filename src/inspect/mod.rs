@@ -138,7 +138,8 @@ pub fn grid(src: &dyn Source, o: &QueryOptions) -> anyhow::Result<Grid> {
     let (Some(&first), Some(&last)) = (ts.first(), ts.last()) else {
         anyhow::bail!("the data holds no sample");
     };
-    let end = o.end.map_or(last, |t| t.at(first, last));
+    // Clipped to the data: outside it every step is empty.
+    let end = o.end.map_or(last, |t| t.at(first, last).min(last));
     if o.start.is_none() && o.step.is_none() && o.format == Format::Table {
         return Ok(Grid {
             start: end,
@@ -146,7 +147,7 @@ pub fn grid(src: &dyn Source, o: &QueryOptions) -> anyhow::Result<Grid> {
             steps: 1,
         });
     }
-    let start = o.start.map_or(first, |t| t.at(first, last));
+    let start = o.start.map_or(first, |t| t.at(first, last).max(first));
     if start > end {
         anyhow::bail!(
             "the start ({}) is after the end ({})",
@@ -161,7 +162,12 @@ pub fn grid(src: &dyn Source, o: &QueryOptions) -> anyhow::Result<Grid> {
     };
     let steps = ((end - start) / step) as usize + 1;
     if steps > 1_000_000 {
-        anyhow::bail!("{steps} steps: raise --step");
+        anyhow::bail!(
+            "{steps} steps of {:?} from {} to {}: raise --step (at most 1,000,000 steps)",
+            std::time::Duration::from_nanos(step as u64),
+            query::time::rfc3339(start),
+            query::time::rfc3339(end)
+        );
     }
     Ok(Grid { start, step, steps })
 }

@@ -95,6 +95,12 @@ fn reduce(
                 if here.is_empty() {
                     return None;
                 }
+                // Counting needs no values: floats and histograms alike.
+                match op {
+                    "count" => return Some(Sample::F(here.len() as f64)),
+                    "group" => return Some(Sample::F(1.0)),
+                    _ => {}
+                }
                 let hists: Vec<&Hist> = here
                     .iter()
                     .filter_map(|p| match p {
@@ -109,8 +115,6 @@ fn reduce(
                         return None;
                     }
                     return match op {
-                        "count" => Some(Sample::F(hists.len() as f64)),
-                        "group" => Some(Sample::F(1.0)),
                         "sum" | "avg" => {
                             let mut acc = hists[0].clone();
                             for h in &hists[1..] {

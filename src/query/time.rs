@@ -96,7 +96,11 @@ pub fn parse_step(s: &str) -> Result<Duration, String> {
 /// multiple of the sampling interval (1 s when unknown).
 pub fn auto_step(span_ns: i64, interval: Option<Duration>, max_points: usize) -> i64 {
     let unit = interval.map_or(1_000_000_000, |d| d.as_nanos().max(1) as i64);
-    let want = span_ns.max(0) / max_points.max(1) as i64;
+    // n points span n − 1 steps; one point needs a step past the span.
+    let want = match max_points {
+        0 | 1 => span_ns.max(0) + 1,
+        n => (span_ns.max(0) + n as i64 - 2) / (n as i64 - 1),
+    };
     let k = (want + unit - 1) / unit;
     k.max(1) * unit
 }
@@ -141,5 +145,9 @@ mod tests {
             4 * S
         );
         assert_eq!(auto_step(10 * S, None, 1000), S);
+        // 61 points span 60 steps.
+        let second = Some(Duration::from_secs(1));
+        assert_eq!(auto_step(60 * S, second, 61), S);
+        assert_eq!(auto_step(60 * S, second, 60), 2 * S);
     }
 }
