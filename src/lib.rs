@@ -12,6 +12,7 @@
 //! 3. shared homes: `serve` (HTTP server), `client` (HTTP client: TLS and
 //!    credentials toward agents and upstreams), `snapshot` (wire format),
 //!    `spool`, `parquet` (recordings), `query` (the PromQL engine),
+//!    `analysis` (anomalies, changes, correlations),
 //!    `prometheus`, `samplers`;
 //! 4. foundations: `runtime`, `systemd`, `bpf`, `registry`, `histogram`,
 //!    `config`, `privileges`.
@@ -20,12 +21,14 @@ pub mod agent;
 pub mod exporter;
 pub mod hindsight;
 pub mod inspect;
+pub mod mcp;
 pub mod push;
 pub mod record;
 pub mod top;
 
 pub mod daemon;
 
+pub mod analysis;
 pub mod client;
 pub mod parquet;
 pub mod prometheus;

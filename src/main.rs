@@ -1,6 +1,6 @@
 //! Sonde: an eBPF-first Linux kernel telemetry agent (the command line).
 
-use sonde::{agent, config, exporter, hindsight, inspect, push, query, record, top};
+use sonde::{agent, config, exporter, hindsight, inspect, mcp, push, query, record, top};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -173,8 +173,10 @@ enum Command {
         source: String,
         /// Series selectors, e.g. 'syscalls{op="read"}' (default: all).
         selectors: Vec<String>,
+        /// Start of the rows (default: the data's start); times as for query.
         #[arg(short = 'b', long = "start", value_parser = parse_time)]
         start: Option<query::time::Time>,
+        /// End of the rows (default: the data's end).
         #[arg(short = 'e', long, value_parser = parse_time)]
         end: Option<query::time::Time>,
         #[arg(long, value_enum, default_value = "csv")]
@@ -185,6 +187,27 @@ enum Command {
         /// For an agent: time between polls.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         interval: std::time::Duration,
+    },
+    /// Serve a recording (ours, a hindsight dump or Rezolus's parquet) or a
+    /// live agent to an assistant over the Model Context Protocol on
+    /// stdin/stdout. Tools: describe_recording, list_metrics, query,
+    /// detect_anomalies, what_changed, correlate; all read-only. Logs go
+    /// to stderr.
+    #[command(
+        after_help = "Examples (an MCP client starts the server):\n  sonde mcp /var/lib/sonde/run.parquet\n  sonde mcp incident.parquet --baseline normal.parquet\n  sonde mcp http://127.0.0.1:4251 --keep 30m"
+    )]
+    Mcp {
+        /// A recording (.parquet) or an agent's URL (http://127.0.0.1:4251).
+        source: String,
+        /// A second recording that what_changed compares with when asked.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// For an agent: time between polls.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// For an agent: how much history to keep in memory.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        keep: std::time::Duration,
     },
     /// Validate a config file (agent, exporter, push or hindsight) and print every
     /// problem with its key and line. Exits 0 when valid, 2 when not.
@@ -275,6 +298,20 @@ fn main() -> ExitCode {
             report(inspect::open(&target).and_then(|opened| {
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
                 inspect::dump(&opened, &o, &mut out)
+            }))
+        }
+        Some(Command::Mcp {
+            source,
+            baseline,
+            interval,
+            keep,
+        }) => {
+            init_logging(LogLevel::Warn);
+            report(mcp::run(mcp::Options {
+                source,
+                baseline,
+                interval,
+                keep,
             }))
         }
         Some(Command::Agent { config, once }) => agent(&config, once || cli.once),

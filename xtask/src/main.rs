@@ -246,6 +246,7 @@ fn test(args: &[String]) -> Result<()> {
         "warnings",
     ]))?;
     ensure_pyarrow()?;
+    ensure_python_mcp()?;
     let mut t = cargo();
     t.args(["test", "--workspace"]).args(args);
     status(&mut t)?;
@@ -305,6 +306,48 @@ fn ensure_pyarrow() -> Result<()> {
         "pyarrow",
     ]))
     .context("cannot install pyarrow (python3 -m pip install pyarrow)")
+}
+
+/// What tests/mcp_client.py drives `sonde mcp` with: the official MCP
+/// Python SDK, and jsonschema for its Draft 2020-12 validation. Pinned
+/// because the SDK's attribute names differ between major versions (1.x
+/// `structuredContent`, `isError`; 2.x `structured_content`, `is_error`).
+const PYTHON_MCP: &[(&str, &str)] = &[("mcp", "2.3.0"), ("jsonschema", "4.26.0")];
+
+/// Installs PYTHON_MCP unless exactly those versions are there.
+fn ensure_python_mcp() -> Result<()> {
+    let same = PYTHON_MCP
+        .iter()
+        .map(|(p, v)| format!("m.version('{p}') == '{v}'"))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let have = Command::new("python3")
+        .args([
+            "-c",
+            &format!("import sys, importlib.metadata as m, mcp, jsonschema; sys.exit(0 if {same} else 1)"),
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if have {
+        return Ok(());
+    }
+    let pins: Vec<String> = PYTHON_MCP
+        .iter()
+        .map(|(p, v)| format!("{p}=={v}"))
+        .collect();
+    status(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--root-user-action=ignore",
+            ])
+            .args(&pins),
+    )
+    .with_context(|| format!("cannot install {} (python3 -m pip install)", pins.join(" ")))
 }
 
 fn vmlinux(args: &[String]) -> Result<()> {
