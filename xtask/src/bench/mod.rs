@@ -4,6 +4,7 @@
 //! with the agent off and on, which BPF programs ran how often, each eBPF
 //! sampler alone, the floor of an empty program, and micro-benchmarks.
 
+mod analysis;
 mod containers;
 mod overhead;
 mod proc;
@@ -169,6 +170,9 @@ fn phases(plan: &Plan, dir: &Path, report: &mut Report, only_recorder: bool) -> 
     );
     let rec = recorder::measure(port, dir, plan.scrape_secs)?;
     report.recorder_table(&rec);
+    eprintln!("xtask: bench: the query engine on a 24 h recording");
+    let a = analysis::measure(port)?;
+    report.analysis_table(&a);
     if only_recorder {
         return Ok(());
     }

@@ -79,6 +79,18 @@ impl Report {
         ));
     }
 
+    pub fn analysis_table(&mut self, a: &super::analysis::Analysis) {
+        self.line(&format!(
+            "\n## The query engine on a 24 h recording (86,400 rows of the full agent's series, {})\n",
+            mb(a.file_bytes)
+        ));
+        self.line("| operation | wall (median of 3) | peak RSS | target | note |");
+        self.line("|---|---|---|---|---|");
+        for r in &a.rows {
+            self.row([&r.what, &ms(r.wall), &mb(r.peak_rss), r.target, &r.note]);
+        }
+    }
+
     pub fn containers_table(&mut self, c: &super::containers::Containers) {
         self.line(&format!(
             "\n## Containers and processes ({} cgroups with a task each, {} processes, both walked every second)\n",
