@@ -5,6 +5,8 @@
 //! with noise, through the recorder's own parquet writer. One injected
 //! hour at 3× the syscall rate gives the analyses something to find.
 
+mod common;
+
 use std::time::{Duration, SystemTime};
 
 use sonde::snapshot::{Metric, Snapshot, Stamp, Value};
@@ -12,57 +14,9 @@ use sonde::snapshot::{Metric, Snapshot, Stamp, Value};
 const ROWS: u64 = 86_400;
 
 fn pull(url: &str) -> Snapshot {
-    let body = http::get(url);
-    sonde::snapshot::decode(&body).expect("decode /metrics/binary")
-}
-
-mod http {
-    /// A GET over a plain TCP socket: the test needs no HTTP client.
-    pub fn get(url: &str) -> Vec<u8> {
-        use std::io::{Read as _, Write as _};
-        let rest = url.strip_prefix("http://").expect("an http:// URL");
-        let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
-        let mut s = std::net::TcpStream::connect(host).expect("connect to the agent");
-        write!(
-            s,
-            "GET /{} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
-            path.trim_start_matches('/')
-        )
-        .unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).unwrap();
-        let at = buf
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("an HTTP answer")
-            + 4;
-        let head = String::from_utf8_lossy(&buf[..at]).to_lowercase();
-        assert!(head.starts_with("http/1.1 200"), "{head}");
-        let body = buf.split_off(at);
-        if head.contains("transfer-encoding: chunked") {
-            dechunk(&body)
-        } else {
-            body
-        }
-    }
-
-    /// The body of a chunked answer: hex size, CRLF, bytes, CRLF, … 0.
-    fn dechunk(mut b: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        loop {
-            let eol = b
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .expect("a chunk size");
-            let size = std::str::from_utf8(&b[..eol]).unwrap();
-            let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
-            if size == 0 {
-                return out;
-            }
-            out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
-            b = &b[eol + 4 + size..];
-        }
-    }
+    let r = common::http(url, &[]);
+    assert_eq!(r.status, 200, "{url}");
+    sonde::snapshot::decode(&r.body).expect("decode /metrics/binary")
 }
 
 /// A small deterministic noise source (xorshift).

@@ -163,7 +163,7 @@ fn changepoint(x: &[f64], med: f64, sigma: f64) -> Vec<(usize, usize)> {
 
 /// Every finding of `signals`, ranked, one per family.
 pub fn detect(signals: &[Signal]) -> Vec<Finding> {
-    let mut best: std::collections::BTreeMap<String, (Finding, usize)> = Default::default();
+    let mut best = super::Families::new();
     for (si, s) in signals.iter().enumerate() {
         let finite = s.values.iter().filter(|v| v.is_finite()).count();
         if finite < 2 * MIN_RUN {
@@ -239,26 +239,9 @@ pub fn detect(signals: &[Signal]) -> Vec<Finding> {
         if f.methods.len() < QUORUM {
             continue;
         }
-        let key = s.metric.clone();
-        match best.get_mut(&key) {
-            Some((b, n)) => {
-                *n += 1;
-                if f.score > b.score {
-                    *b = f;
-                }
-            }
-            None => {
-                best.insert(key, (f, 0));
-            }
-        }
+        best.offer(&s.metric, f, |a, b| a.score > b.score);
     }
-    let mut out: Vec<Finding> = best
-        .into_values()
-        .map(|(mut f, n)| {
-            f.others = n;
-            f
-        })
-        .collect();
+    let mut out = best.into_best(|f, n| f.others = n);
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
     out
 }

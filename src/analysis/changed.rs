@@ -10,7 +10,7 @@
 //!   signal over the steps both have, ranked by |r|, at most one per
 //!   family.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use super::frame::{Derived, Signal};
 use super::stats;
@@ -37,7 +37,7 @@ fn identity(s: &Signal) -> (String, Vec<(String, String)>, Derived) {
 /// signals in `baseline` (matched by name, labels and derivation).
 pub fn what_changed(window: &[Signal], baseline: &[Signal]) -> Vec<Change> {
     let base: HashMap<_, &Signal> = baseline.iter().map(|s| (identity(s), s)).collect();
-    let mut best: BTreeMap<String, (Change, usize)> = BTreeMap::new();
+    let mut best = super::Families::new();
     for (i, s) in window.iter().enumerate() {
         let Some(b) = base.get(&identity(s)) else {
             continue;
@@ -63,26 +63,9 @@ pub fn what_changed(window: &[Signal], baseline: &[Signal]) -> Vec<Change> {
             effect,
             others: 0,
         };
-        let key = s.metric.clone();
-        match best.get_mut(&key) {
-            Some((b, n)) => {
-                *n += 1;
-                if (c.d, c.effect) > (b.d, b.effect) {
-                    *b = c;
-                }
-            }
-            None => {
-                best.insert(key, (c, 0));
-            }
-        }
+        best.offer(&s.metric, c, |a, b| (a.d, a.effect) > (b.d, b.effect));
     }
-    let mut out: Vec<Change> = best
-        .into_values()
-        .map(|(mut c, n)| {
-            c.others = n;
-            c
-        })
-        .collect();
+    let mut out = best.into_best(|c, n| c.others = n);
     out.sort_by(|a, b| b.d.total_cmp(&a.d).then(b.effect.total_cmp(&a.effect)));
     out
 }
@@ -97,7 +80,7 @@ pub struct Correlation {
 
 /// Ranks every signal but `target` by |Pearson's r| with it.
 pub fn correlate(signals: &[Signal], target: &[f64], skip: Option<usize>) -> Vec<Correlation> {
-    let mut best: BTreeMap<String, (Correlation, usize)> = BTreeMap::new();
+    let mut best = super::Families::new();
     for (i, s) in signals.iter().enumerate() {
         if Some(i) == skip {
             continue;
@@ -110,26 +93,9 @@ pub fn correlate(signals: &[Signal], target: &[f64], skip: Option<usize>) -> Vec
             r,
             others: 0,
         };
-        let key = s.metric.clone();
-        match best.get_mut(&key) {
-            Some((b, n)) => {
-                *n += 1;
-                if c.r.abs() > b.r.abs() {
-                    *b = c;
-                }
-            }
-            None => {
-                best.insert(key, (c, 0));
-            }
-        }
+        best.offer(&s.metric, c, |a, b| a.r.abs() > b.r.abs());
     }
-    let mut out: Vec<Correlation> = best
-        .into_values()
-        .map(|(mut c, n)| {
-            c.others = n;
-            c
-        })
-        .collect();
+    let mut out = best.into_best(|c, n| c.others = n);
     out.sort_by(|a, b| b.r.abs().total_cmp(&a.r.abs()));
     out
 }

@@ -9,7 +9,6 @@ pub use dump::{dump, DumpOptions};
 pub use output::Format;
 
 use std::io::Write as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -64,20 +63,13 @@ impl Opened {
 /// stderr).
 pub fn open(target: &Target) -> anyhow::Result<Opened> {
     match target {
-        Target::File(path) => Ok(Opened::File(Box::new(open_file(path)?))),
+        Target::File(path) => Ok(Opened::File(Box::new(Recording::open(path)?))),
         Target::Agent {
             url,
             window,
             interval,
         } => Ok(Opened::Live(Box::new(poll(url, *window, *interval)?))),
     }
-}
-
-pub fn open_file(path: &Path) -> anyhow::Result<Recording> {
-    if !path.exists() {
-        anyhow::bail!("{}: no such file", path.display());
-    }
-    Recording::open(path)
 }
 
 /// Polls `url`'s `/metrics/binary` at `interval` for `window` (at least

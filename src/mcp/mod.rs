@@ -186,10 +186,10 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                 memory,
             }
         } else {
-            Data::File(Box::new(open_file(std::path::Path::new(&o.source))?))
+            Data::File(Box::new(Recording::open(std::path::Path::new(&o.source))?))
         };
         let baseline = match &o.baseline {
-            Some(p) => Some(Box::new(open_file(p)?)),
+            Some(p) => Some(Box::new(Recording::open(p)?)),
             None => None,
         };
         tracing::info!("serving {} over MCP on stdio", o.source);
@@ -201,11 +201,4 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         service.waiting().await?;
         anyhow::Ok(())
     })
-}
-
-fn open_file(path: &std::path::Path) -> anyhow::Result<Recording> {
-    if !path.exists() {
-        anyhow::bail!("{}: no such file", path.display());
-    }
-    Recording::open(path)
 }

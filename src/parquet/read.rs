@@ -61,7 +61,10 @@ impl Recording {
     /// Opens `path`; a missing, damaged or truncated file, or a parquet
     /// file that is not a recording, is an error that says which.
     pub fn open(path: &Path) -> anyhow::Result<Recording> {
-        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file = File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow::anyhow!("{}: no such file", path.display()),
+            _ => anyhow::anyhow!("cannot open {}: {e}", path.display()),
+        })?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| {
             anyhow::anyhow!(
