@@ -25,6 +25,7 @@ pub mod mcp;
 pub mod push;
 pub mod record;
 pub mod top;
+pub mod view;
 
 pub mod daemon;
 

@@ -1,6 +1,6 @@
 //! Sonde: an eBPF-first Linux kernel telemetry agent (the command line).
 
-use sonde::{agent, config, exporter, hindsight, inspect, mcp, push, query, record, top};
+use sonde::{agent, config, exporter, hindsight, inspect, mcp, push, query, record, top, view};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -209,6 +209,37 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         keep: std::time::Duration,
     },
+    /// Look at a recording (ours, a hindsight dump or Rezolus's parquet), two
+    /// recordings side by side (A/B, aligned on time since each one's start)
+    /// or a live agent in the browser: sections for CPU, memory, the
+    /// scheduler, syscalls, block I/O, network, softirqs, containers,
+    /// processes and the agent itself, latency heatmaps, a query box, and
+    /// "what changed" over a brushed range. Everything is served from the
+    /// binary (no network); --config takes a [listen] section for TLS,
+    /// credentials and an allowlist, as the agent's does.
+    #[command(
+        after_help = "Examples:\n  sonde view /var/lib/sonde/run.parquet            # then open http://127.0.0.1:4255/\n  sonde view before.parquet after.parquet           # A/B\n  sonde view http://127.0.0.1:4251 --keep 30m       # a live agent; the page saves it as parquet\n  sonde view run.parquet --listen 0.0.0.0:4255 --config view.toml"
+    )]
+    View {
+        /// A recording (.parquet) or an agent's URL (http://127.0.0.1:4251);
+        /// a second recording to compare with the first.
+        #[arg(required = true, num_args = 1..=2)]
+        sources: Vec<String>,
+        /// Where to serve the page [default: 127.0.0.1:4255, or the
+        /// config's [listen] address].
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// A TOML file with a [listen] section (tls_cert_file, basic_auth_users, allow, …).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// For an agent: time between polls (the agent refreshes when asked;
+        /// 1s is a recording's resolution).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// For an agent: how much history to keep in memory.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        keep: std::time::Duration,
+    },
     /// Validate a config file (agent, exporter, push or hindsight) and print every
     /// problem with its key and line. Exits 0 when valid, 2 when not.
     Check {
@@ -310,6 +341,22 @@ fn main() -> ExitCode {
             report(mcp::run(mcp::Options {
                 source,
                 baseline,
+                interval,
+                keep,
+            }))
+        }
+        Some(Command::View {
+            sources,
+            listen,
+            config,
+            interval,
+            keep,
+        }) => {
+            init_logging(LogLevel::Warn);
+            report(view::run(view::Options {
+                sources,
+                listen,
+                config,
                 interval,
                 keep,
             }))

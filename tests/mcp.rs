@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -92,13 +92,6 @@ impl Drop for Mcp {
     }
 }
 
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
 /// One injected incident: its window in unix seconds, and the metric
 /// families (or series) that are its subsystem.
 struct Incident {
@@ -172,9 +165,9 @@ fn direct_writes(path: &Path, d: Duration) {
 
 /// Runs `work` for BURST, returning its window.
 fn inject(work: impl FnOnce(Duration)) -> (f64, f64) {
-    let from = now();
+    let from = unix_now();
     work(BURST);
-    (from, now())
+    (from, unix_now())
 }
 
 /// The four incidents, each after a quiet gap, and a quiet gap at the end.
@@ -261,23 +254,6 @@ fn incidents(scratch: &Path) -> Vec<Incident> {
     );
     drop(cg);
     out
-}
-
-/// Records the agent for as long as `during` runs.
-fn record<T>(agent: &Agent, out: &Path, during: impl FnOnce() -> T) -> T {
-    let rec = Command::new(BIN)
-        .args(["record", &agent.url(""), "-o", out.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The first rows are written before anything is injected.
-    std::thread::sleep(Duration::from_secs(2));
-    let r = during();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
-    let o = rec.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    r
 }
 
 /// The rank (1-based) of the first entry of `list` whose family is the

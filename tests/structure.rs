@@ -20,6 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "top",
             "inspect",
             "mcp",
+            "view",
         ],
     ),
     ("daemon", &["daemon"]),

@@ -57,12 +57,12 @@ impl Memory {
         }
     }
 
-    /// Appends a snapshot as a row; one older than the newest row is
-    /// dropped (rows stay in time order).
-    pub fn push(&mut self, s: &Snapshot) {
+    /// Appends a snapshot as a row; one not newer than the newest row is
+    /// dropped (rows stay in time order). Says whether it was kept.
+    pub fn push(&mut self, s: &Snapshot) -> bool {
         let t = super::to_millis(unix_ns(s.stamp.systemtime));
         if self.ts.last().is_some_and(|&last| t <= last) {
-            return;
+            return false;
         }
         let row = self.ts.len();
         self.ts.push(t);
@@ -108,6 +108,7 @@ impl Memory {
                 c.drain_front(n);
             }
         }
+        true
     }
 
     pub fn rows(&self) -> usize {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub mod cgroup;
 pub mod config;
 pub mod prometheus;
+pub mod rezolus;
 pub mod tls;
 
 pub use config::Config;
@@ -610,4 +611,29 @@ pub fn join_cgroups_before_exec(cmd: &mut Command, procs: &[PathBuf]) {
             Ok(())
         });
     }
+}
+
+/// Now, in unix seconds.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// `sonde record` of `agent` into `out` for as long as `during` runs (the
+/// first rows are written before it starts).
+pub fn record<T>(agent: &Agent, out: &Path, during: impl FnOnce() -> T) -> T {
+    let rec = Command::new(BIN)
+        .args(["record", &agent.url(""), "-o", out.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let r = during();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
+    let o = rec.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    r
 }

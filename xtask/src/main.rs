@@ -30,7 +30,8 @@ const BUILD_PACKAGES: &[&str] = &[
 /// a real dockerd and a static busybox to run in it (tests/docker.rs);
 /// openssl, curl and htpasswd for TLS and auth (tests/security.rs);
 /// systemd for `systemd-analyze verify` of the units (tests/systemd.rs and
-/// the package step); adduser, which the package depends on.
+/// the package step); adduser, which the package depends on; chromium,
+/// the browser `sonde view` is tested in (tests/view.rs).
 const TEST_PACKAGES: &[&str] = &[
     "prometheus",
     "docker.io",
@@ -40,6 +41,7 @@ const TEST_PACKAGES: &[&str] = &[
     "apache2-utils",
     "systemd",
     "adduser",
+    "chromium",
 ];
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -246,7 +248,7 @@ fn test(args: &[String]) -> Result<()> {
         "warnings",
     ]))?;
     ensure_pyarrow()?;
-    ensure_python_mcp()?;
+    ensure_python_pins()?;
     let mut t = cargo();
     t.args(["test", "--workspace"]).args(args);
     status(&mut t)?;
@@ -308,15 +310,21 @@ fn ensure_pyarrow() -> Result<()> {
     .context("cannot install pyarrow (python3 -m pip install pyarrow)")
 }
 
-/// What tests/mcp_client.py drives `sonde mcp` with: the official MCP
-/// Python SDK, and jsonschema for its Draft 2020-12 validation. Pinned
-/// because the SDK's attribute names differ between major versions (1.x
-/// `structuredContent`, `isError`; 2.x `structured_content`, `is_error`).
-const PYTHON_MCP: &[(&str, &str)] = &[("mcp", "2.3.0"), ("jsonschema", "4.26.0")];
+/// Python packages the tests drive Sonde with, pinned: the official MCP
+/// Python SDK and jsonschema for its Draft 2020-12 validation
+/// (tests/mcp_client.py; the SDK's attribute names differ between major
+/// versions: 1.x `structuredContent`, 2.x `structured_content`), and
+/// Playwright, which drives Debian's Chromium for tests/view_browser.py
+/// (it downloads no browser: the test names /usr/bin/chromium).
+const PYTHON_PINS: &[(&str, &str)] = &[
+    ("mcp", "2.3.0"),
+    ("jsonschema", "4.26.0"),
+    ("playwright", "1.65.2"),
+];
 
-/// Installs PYTHON_MCP unless exactly those versions are there.
-fn ensure_python_mcp() -> Result<()> {
-    let same = PYTHON_MCP
+/// Installs PYTHON_PINS unless exactly those versions are there.
+fn ensure_python_pins() -> Result<()> {
+    let same = PYTHON_PINS
         .iter()
         .map(|(p, v)| format!("m.version('{p}') == '{v}'"))
         .collect::<Vec<_>>()
@@ -324,7 +332,7 @@ fn ensure_python_mcp() -> Result<()> {
     let have = Command::new("python3")
         .args([
             "-c",
-            &format!("import sys, importlib.metadata as m, mcp, jsonschema; sys.exit(0 if {same} else 1)"),
+            &format!("import sys, importlib.metadata as m, mcp, jsonschema, playwright; sys.exit(0 if {same} else 1)"),
         ])
         .stderr(std::process::Stdio::null())
         .status()
@@ -332,7 +340,7 @@ fn ensure_python_mcp() -> Result<()> {
     if have {
         return Ok(());
     }
-    let pins: Vec<String> = PYTHON_MCP
+    let pins: Vec<String> = PYTHON_PINS
         .iter()
         .map(|(p, v)| format!("{p}=={v}"))
         .collect();

@@ -12,6 +12,7 @@ mod recorder;
 mod report;
 mod scrape;
 mod transport;
+mod viewer;
 mod workloads;
 
 use std::path::{Path, PathBuf};
@@ -171,7 +172,11 @@ fn phases(plan: &Plan, dir: &Path, report: &mut Report, only_recorder: bool) -> 
     let rec = recorder::measure(port, dir, plan.scrape_secs)?;
     report.recorder_table(&rec);
     eprintln!("xtask: bench: the query engine on a 24 h recording");
-    let a = analysis::measure(port)?;
+    let mut a = analysis::measure(port)?;
+    eprintln!("xtask: bench: sonde view on the 24 h recording");
+    a.rows.extend(viewer::measure(
+        &crate::target_dir().join("bench/day.parquet"),
+    )?);
     report.analysis_table(&a);
     if only_recorder {
         return Ok(());
