@@ -354,3 +354,44 @@ fn the_agent_supervises_the_pusher_as_an_unprivileged_user() {
         "the pusher outlived the agent"
     );
 }
+
+/// `native_histograms = true`: each histogram arrives as one native
+/// histogram series (Prometheus with native histograms on), its count
+/// growing with the agent's, no classic `le` series, and quantiles that
+/// Prometheus computes from it.
+#[test]
+fn native_histograms_reach_a_receiver_that_takes_them() {
+    if !bpf_or_skip() {
+        return;
+    }
+    let agent = agent_with(&["scheduler"]);
+    let port = free_port();
+    let prom = Prometheus::receiver_native(port);
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!("{}native_histograms = true\n", remote_write(port));
+    let config = push_config(&dir.path().join("spool"), &agent, "1s", "64MiB", &sinks);
+    let _push = start_pusher(dir.path(), &config);
+    let t = Duration::from_secs(60);
+    let first = wait_for("a native histogram in Prometheus", t, || {
+        prom.query("histogram_count(scheduler_runqueue_latency_seconds)")
+            .filter(|c| *c > 0.0)
+    });
+    let later = wait_for("the count to grow", t, || {
+        prom.query("histogram_count(scheduler_runqueue_latency_seconds)")
+            .filter(|c| *c > first)
+    });
+    assert!(later > first);
+    assert_eq!(
+        prom.query_checked("scheduler_runqueue_latency_seconds_bucket"),
+        Ok(vec![])
+    );
+    let p99 = wait_for("a p99 over the native series", t, || {
+        prom.query("histogram_quantile(0.99, rate(scheduler_runqueue_latency_seconds[10s]))")
+            .filter(|v| v.is_finite())
+    });
+    assert!(p99 > 0.0 && p99 < 10.0, "p99 {p99} s");
+    // Counters are as before.
+    assert!(prom
+        .query("sum(scheduler_context_switches_total)")
+        .is_some_and(|c| c > 0.0));
+}

@@ -1,7 +1,8 @@
 //! The scrape cache in front of the samplers: scrapes become refreshes,
 //! one per TTL however many scrapers arrive, and each body (text,
-//! OpenMetrics, gzip'd or not, msgpack, JSON) is rendered at most once per
-//! refresh into buffers that live as long as the agent.
+//! OpenMetrics, protobuf with native histograms, gzip'd or not, msgpack,
+//! JSON) is rendered at most once per refresh into buffers that live as
+//! long as the agent.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,7 +48,8 @@ pub enum Body {
 
 #[derive(Default)]
 struct Cache {
-    text: [Option<Bytes>; 4],
+    /// By format, then gzip'd or not.
+    text: [Option<Bytes>; 6],
     msgpack: Option<Bytes>,
     json: Option<Bytes>,
 }
@@ -55,9 +57,7 @@ struct Cache {
 impl Cache {
     fn slot(&mut self, body: Body) -> &mut Option<Bytes> {
         match body {
-            Body::Prometheus(f, gz) => {
-                &mut self.text[(f == Format::OpenMetrics) as usize * 2 + gz as usize]
-            }
+            Body::Prometheus(f, gz) => &mut self.text[f.index() * 2 + gz as usize],
             Body::Msgpack => &mut self.msgpack,
             Body::Json => &mut self.json,
         }
@@ -70,6 +70,8 @@ struct State {
     cache: Cache,
     renderer: Renderer,
     encoder: Encoder,
+    /// The protobuf exposition's buffers.
+    proto: crate::prometheus::proto::Encoder,
     text: String,
     bytes: Vec<u8>,
     gz: Vec<u8>,
@@ -102,6 +104,7 @@ impl Collector {
                 cache: Cache::default(),
                 renderer: Renderer::new(config.prometheus.bucket_sets()),
                 encoder: Encoder::default(),
+                proto: Default::default(),
                 text: String::new(),
                 bytes: Vec::new(),
                 gz: Vec::new(),
@@ -178,6 +181,16 @@ impl Collector {
 impl State {
     fn render(&mut self, body: Body) -> Bytes {
         match body {
+            Body::Prometheus(Format::Protobuf, gzip) => {
+                self.renderer
+                    .render_protobuf(&mut self.proto, &mut self.bytes);
+                if gzip {
+                    self.gzip.compress(&self.bytes, &mut self.gz);
+                    Bytes::copy_from_slice(&self.gz)
+                } else {
+                    Bytes::copy_from_slice(&self.bytes)
+                }
+            }
             Body::Prometheus(format, gzip) => {
                 self.renderer.render(format, &mut self.text);
                 if gzip {

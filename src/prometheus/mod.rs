@@ -1,10 +1,12 @@
-//! Prometheus exposition: names, units and bucket sets, and the text /
-//! OpenMetrics writer. Shared by the agent's `/metrics`, the relay
+//! Prometheus exposition: names, units and bucket sets, the text /
+//! OpenMetrics writer, and the protobuf exposition with native histograms. Shared by the agent's `/metrics`, the relay
 //! exporter and the pusher's remote-write, so a metric has one name
 //! everywhere.
 
 pub mod buckets;
 pub mod names;
+pub mod native;
+pub mod proto;
 pub mod text;
 
 pub use buckets::BucketSets;

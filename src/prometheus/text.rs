@@ -18,22 +18,59 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 pub enum Format {
     Text,
     OpenMetrics,
+    /// Delimited `io.prometheus.client.MetricFamily` with native
+    /// histograms ([`super::proto`]).
+    Protobuf,
 }
 
 impl Format {
-    /// OpenMetrics only when the scraper asks for it, as Prometheus does.
+    pub const ALL: [Format; 3] = [Format::Text, Format::OpenMetrics, Format::Protobuf];
+
+    /// The format of highest `q` the scraper accepts (the first listed on
+    /// a tie); text when it names none of ours. Prometheus lists protobuf
+    /// first when its native histograms are on, OpenMetrics otherwise.
     pub fn from_accept(accept: Option<&str>) -> Self {
-        match accept {
-            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
-            _ => Format::Text,
+        let mut best = (Format::Text, -1.0f64);
+        for part in accept.unwrap_or("").split(',') {
+            let mut params = part.split(';').map(str::trim);
+            let media = params.next().unwrap_or("").to_ascii_lowercase();
+            let mut q = 1.0;
+            // Protobuf only as the delimited MetricFamily stream, named so.
+            let (mut proto, mut delimited) = (false, false);
+            for p in params {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                let v = v.trim().trim_matches('"');
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = v.parse().unwrap_or(0.0),
+                    "proto" => proto = v == "io.prometheus.client.MetricFamily",
+                    "encoding" => delimited = v == "delimited",
+                    _ => {}
+                }
+            }
+            let format = match media.as_str() {
+                "application/vnd.google.protobuf" if proto && delimited => Format::Protobuf,
+                "application/openmetrics-text" => Format::OpenMetrics,
+                "text/plain" => Format::Text,
+                _ => continue,
+            };
+            if q > best.1 && q > 0.0 {
+                best = (format, q);
+            }
         }
+        best.0
     }
 
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Text => TEXT_CONTENT_TYPE,
             Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+            Format::Protobuf => super::proto::CONTENT_TYPE,
         }
+    }
+
+    /// A small number per format, for caches indexed by it.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -85,7 +122,13 @@ impl Renderer {
 }
 
 impl Renderer {
-    /// Renders every family that has at least one live series.
+    /// The protobuf exposition of every family with a live series.
+    pub fn render_protobuf(&self, encoder: &mut super::proto::Encoder, out: &mut Vec<u8>) {
+        encoder.render(self.families.iter().map(|(f, n)| (*f, n.as_str())), out);
+    }
+
+    /// Renders every family that has at least one live series (text
+    /// formats; protobuf is [`Renderer::render_protobuf`]).
     pub fn render(&self, format: Format, out: &mut String) {
         out.clear();
         for (family, name) in &self.families {
@@ -250,6 +293,34 @@ mod tests {
             source: "test",
             help: "Test gauge.",
         }
+    }
+
+    #[test]
+    fn accept_negotiation_follows_q() {
+        let f = |a: &str| Format::from_accept(Some(a));
+        // Prometheus 2.42 with native histograms on.
+        assert_eq!(
+            f("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+            Format::Protobuf
+        );
+        // Not the delimited MetricFamily stream: not ours to guess.
+        assert_eq!(f("application/vnd.google.protobuf"), Format::Text);
+        assert_eq!(
+            f("application/vnd.google.protobuf;proto=\"io.prometheus.client.MetricFamily\";encoding=\"delimited\""),
+            Format::Protobuf
+        );
+        // Prometheus 2.42 by default.
+        assert_eq!(
+            f("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+            Format::OpenMetrics
+        );
+        assert_eq!(f("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text"), Format::Text);
+        assert_eq!(
+            f("text/plain;q=0.9, application/openmetrics-text;q=0.5"),
+            Format::Text
+        );
+        assert_eq!(f("*/*"), Format::Text);
+        assert_eq!(Format::from_accept(None), Format::Text);
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub struct Sink {
     pub tls_key_file: Option<PathBuf>,
     /// Only for `kind = "http"`.
     pub format: Option<SinkFormat>,
+    /// Only for `kind = "remote_write"`: histograms as native histograms
+    /// (the receiver must take them: Prometheus with
+    /// `--enable-feature=native-histograms`).
+    #[serde(default)]
+    pub native_histograms: bool,
 }
 
 impl Sink {
@@ -144,6 +149,12 @@ impl PushConfig {
             }
             for (key, message) in s.upstream().check() {
                 c.problem(&at(key), message);
+            }
+            if s.kind == SinkKind::Http && s.native_histograms {
+                c.problem(
+                    &at("native_histograms"),
+                    "only applies to kind = \"remote_write\"",
+                );
             }
             if s.kind == SinkKind::RemoteWrite && s.format.is_some() {
                 c.problem(

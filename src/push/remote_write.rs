@@ -1,9 +1,13 @@
 //! Prometheus remote-write 1.0: a snapshot as `WriteRequest`s (protobuf
-//! via prost, snappy block format), named as on the agent's `/metrics`.
+//! via prost, snappy block format), named as on the agent's `/metrics`;
+//! histograms as classic `le` series, or (`native_histograms = true`) as
+//! native histograms, the `histograms` field receivers with native
+//! histograms on (Prometheus ≥ 2.40) take.
 
 use crate::histogram::midpoint_sum;
 use crate::prometheus::buckets::{le, BucketSets};
 use crate::prometheus::names::{self, label_key, metric_name};
+use crate::prometheus::native::{from_h2, SCHEMA, ZERO_THRESHOLD};
 use crate::registry::{Kind, Unit};
 use crate::snapshot::{Snapshot, Value};
 
@@ -23,6 +27,38 @@ pub struct TimeSeries {
     pub labels: Vec<Label>,
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
+    #[prost(message, repeated, tag = "4")]
+    pub histograms: Vec<Histogram>,
+}
+
+/// remote-write's native histogram (integer counts): `count_int` and
+/// `zero_count_int` are members of oneofs, the same on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Histogram {
+    #[prost(uint64, optional, tag = "1")]
+    pub count_int: Option<u64>,
+    #[prost(double, tag = "3")]
+    pub sum: f64,
+    #[prost(sint32, tag = "4")]
+    pub schema: i32,
+    #[prost(double, tag = "5")]
+    pub zero_threshold: f64,
+    #[prost(uint64, optional, tag = "6")]
+    pub zero_count_int: Option<u64>,
+    #[prost(message, repeated, tag = "11")]
+    pub positive_spans: Vec<BucketSpan>,
+    #[prost(sint64, repeated, tag = "12")]
+    pub positive_deltas: Vec<i64>,
+    #[prost(int64, tag = "15")]
+    pub timestamp: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BucketSpan {
+    #[prost(sint32, tag = "1")]
+    pub offset: i32,
+    #[prost(uint32, tag = "2")]
+    pub length: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -43,8 +79,9 @@ pub struct Sample {
 
 /// Every series of the snapshot, one sample each at the snapshot's time.
 /// Histograms become classic `_bucket{le}`/`_sum`/`_count` series with the
-/// agent's fixed power-of-two bounds, so `histogram_quantile` works upstream.
-pub fn series(snapshot: &Snapshot) -> Vec<TimeSeries> {
+/// agent's fixed power-of-two bounds, so `histogram_quantile` works
+/// upstream; with `native`, one native histogram series each.
+pub fn series(snapshot: &Snapshot, native: bool) -> Vec<TimeSeries> {
     let sets = BucketSets::default();
     let ts = snapshot
         .stamp
@@ -86,6 +123,7 @@ pub fn series(snapshot: &Snapshot) -> Vec<TimeSeries> {
                     value,
                     timestamp: ts,
                 }],
+                histograms: Vec::new(),
             });
         };
         match &m.value {
@@ -99,6 +137,33 @@ pub fn series(snapshot: &Snapshot) -> Vec<TimeSeries> {
                 None,
                 *v as f64 / divisor as f64,
             ),
+            Value::Histogram { layout, buckets } if native => {
+                let n = from_h2(
+                    *layout,
+                    buckets,
+                    midpoint_sum(*layout, buckets),
+                    divisor as f64,
+                );
+                // One series, its sample the histogram.
+                push(names::name(&name, Kind::Histogram, unit), None, 0.0);
+                if let Some(t) = out.last_mut() {
+                    t.samples.clear();
+                    t.histograms.push(Histogram {
+                        count_int: Some(n.count),
+                        sum: n.sum,
+                        schema: SCHEMA,
+                        zero_threshold: ZERO_THRESHOLD,
+                        zero_count_int: Some(n.zero_count),
+                        positive_spans: n
+                            .spans
+                            .iter()
+                            .map(|&(offset, length)| BucketSpan { offset, length })
+                            .collect(),
+                        positive_deltas: n.deltas,
+                        timestamp: ts,
+                    });
+                }
+            }
             Value::Histogram { layout, buckets } => {
                 let base = names::name(&name, Kind::Histogram, unit);
                 let bucket = format!("{base}_bucket");
@@ -167,7 +232,7 @@ mod tests {
                 },
             ],
         };
-        let s = series(&snap);
+        let s = series(&snap, false);
         let find = |name: &str, le: Option<&str>| {
             s.iter()
                 .find(|t| {
@@ -210,5 +275,27 @@ mod tests {
             .map(|_| s[0].clone())
             .collect();
         assert_eq!(encode(many).len(), 3);
+
+        // Native: one series, its histogram, no classic buckets.
+        let s = series(&snap, true);
+        let h: Vec<&TimeSeries> = s.iter().filter(|t| !t.histograms.is_empty()).collect();
+        assert_eq!(h.len(), 1);
+        assert!(h[0].samples.is_empty());
+        assert!(h[0]
+            .labels
+            .iter()
+            .any(|l| l.value == "syscall_latency_seconds"));
+        let n = &h[0].histograms[0];
+        assert_eq!(n.count_int, Some(4));
+        assert_eq!(n.schema, 3);
+        assert_eq!(n.positive_deltas, vec![4]);
+        // 3 µs's H2 bucket midpoint lies in native bucket ceil(8·log2(3.06e-6)).
+        assert_eq!(n.positive_spans[0].offset, -146);
+        assert!(s.iter().all(|t| !t.labels.iter().any(|l| l.name == "le")));
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&encode(s.clone())[0])
+            .unwrap();
+        let back: WriteRequest = prost::Message::decode(&raw[..]).unwrap();
+        assert_eq!(back.timeseries, s);
     }
 }

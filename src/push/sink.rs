@@ -79,6 +79,7 @@ pub struct Sink {
     url: String,
     upstream: Upstream,
     format: SinkFormat,
+    native_histograms: bool,
     cursor_path: PathBuf,
     /// Last delivered sequence number, `u64::MAX` for none; read by the
     /// spool's collector.
@@ -106,6 +107,7 @@ impl Sink {
             url: config.url.0.clone(),
             upstream: config.upstream(),
             format: config.format.unwrap_or_default(),
+            native_histograms: config.native_histograms,
             cursor: Arc::new(AtomicU64::new(start.unwrap_or(u64::MAX))),
             cursor_path,
             gzip: Gzip::default(),
@@ -202,9 +204,13 @@ impl Sink {
                         }
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                         tokio::time::sleep(wait).await;
-                        // The spool may have dropped it (limits) meanwhile.
-                        let gone = shared.spool().next_after(self.cursor()).map(|e| e.seq)
-                            != Some(entry.seq);
+                        // The spool may have dropped it (limits) meanwhile;
+                        // the backlog grows while this one is retried.
+                        let gone = {
+                            let spool = shared.spool();
+                            self.backlog.set_gauge(spool.pending(self.cursor()) as i64);
+                            spool.next_after(self.cursor()).map(|e| e.seq) != Some(entry.seq)
+                        };
                         if gone {
                             break;
                         }
@@ -229,7 +235,7 @@ impl Sink {
         let snapshot = snapshot::decode(payload).map_err(|e| e.to_string())?;
         match self.kind {
             SinkKind::RemoteWrite => {
-                let series = super::remote_write::series(&snapshot);
+                let series = super::remote_write::series(&snapshot, self.native_histograms);
                 let n = series.len() as u64;
                 Ok((super::remote_write::encode(series), n))
             }

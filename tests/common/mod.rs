@@ -14,6 +14,7 @@ pub mod config;
 pub mod prometheus;
 pub mod rezolus;
 pub mod tls;
+pub mod victoria;
 
 pub use config::Config;
 

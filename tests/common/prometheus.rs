@@ -30,6 +30,20 @@ impl Prometheus {
         Prometheus::start(&scrape, None, free_port(), &[])
     }
 
+    /// [`Prometheus::scraping`] with native histograms on: Prometheus then
+    /// asks for the protobuf exposition first.
+    pub fn scraping_native(target_port: u16) -> Prometheus {
+        let scrape = format!(
+            "scrape_configs:\n  - job_name: sonde\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+        );
+        Prometheus::start(
+            &scrape,
+            None,
+            free_port(),
+            &["--enable-feature=native-histograms"],
+        )
+    }
+
     /// Scrapes with `scrape` as the config's `scrape_configs:` part (every
     /// second, like [`Prometheus::scraping`]).
     pub fn scraping_with(scrape: &str) -> Prometheus {
@@ -40,6 +54,19 @@ impl Prometheus {
     /// the same dir and port to restart it on the same storage).
     pub fn receiver(data: Option<&Path>, port: u16) -> Prometheus {
         Prometheus::start("", data, port, &["--web.enable-remote-write-receiver"])
+    }
+
+    /// [`Prometheus::receiver`] with native histograms on.
+    pub fn receiver_native(port: u16) -> Prometheus {
+        Prometheus::start(
+            "",
+            None,
+            port,
+            &[
+                "--web.enable-remote-write-receiver",
+                "--enable-feature=native-histograms",
+            ],
+        )
     }
 
     /// Serves the blocks in `data` (e.g. from `promtool tsdb
@@ -154,7 +181,7 @@ impl Prometheus {
 }
 
 /// Percent-encoding for a PromQL query in a URL.
-fn encode(q: &str) -> String {
+pub fn encode(q: &str) -> String {
     q.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),

@@ -31,7 +31,9 @@ const BUILD_PACKAGES: &[&str] = &[
 /// openssl, curl and htpasswd for TLS and auth (tests/security.rs);
 /// systemd for `systemd-analyze verify` of the units (tests/systemd.rs and
 /// the package step); adduser, which the package depends on; chromium,
-/// the browser `sonde view` is tested in (tests/view.rs).
+/// the browser `sonde view` is tested in (tests/view.rs); victoria-metrics,
+/// a fleet store the pusher and the exporter are tested against
+/// (tests/victoria.rs).
 const TEST_PACKAGES: &[&str] = &[
     "prometheus",
     "docker.io",
@@ -42,6 +44,7 @@ const TEST_PACKAGES: &[&str] = &[
     "systemd",
     "adduser",
     "chromium",
+    "victoria-metrics",
 ];
 
 const USAGE: &str = "usage: cargo xtask <command>

@@ -6,6 +6,7 @@
 
 mod analysis;
 mod containers;
+mod fleet;
 mod overhead;
 mod proc;
 mod recorder;
@@ -192,8 +193,17 @@ fn phases(plan: &Plan, dir: &Path, report: &mut Report, only_recorder: bool) -> 
     wait_http(ne_port, Duration::from_secs(20))?;
     let scrape = scrape::scrape_phase(plan, port, ne_port, &agent, &ne)?;
     drop(ne);
+    eprintln!("xtask: bench: text and protobuf expositions");
+    let (text, native) = scrape::expositions(port, &agent)?;
+    eprintln!(
+        "xtask: bench: the exporter relaying {} sources",
+        fleet::SOURCES
+    );
+    let fleet = fleet::measure(port, dir)?;
     drop(agent);
     report.scrape_table(&scrape, startup, startup_cpu, map_bytes);
+    report.exposition_table(&text, &native);
+    report.fleet_table(&fleet);
 
     eprintln!("xtask: bench: the cost of TLS and auth per scrape");
     let transport = transport::measure(dir)?;

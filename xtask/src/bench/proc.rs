@@ -130,11 +130,18 @@ pub struct HttpResponse {
     pub status: u16,
     pub body: Vec<u8>,
     pub gzipped: bool,
+    /// `Content-Type`, lower case.
+    pub content_type: String,
 }
 
 /// One GET on a fresh connection, for polling and one-off reads.
 pub fn get_once(port: u16, path: &str, gzip: bool) -> Result<HttpResponse> {
     Conn::new(port).get(path, gzip)
+}
+
+/// One GET with an `Accept` header.
+pub fn get_accepting(port: u16, path: &str, accept: &str) -> Result<HttpResponse> {
+    Conn::new(port).try_get_with(path, false, &format!("Accept: {accept}\r\n"))
 }
 
 /// A keep-alive HTTP/1.1 connection, as Prometheus scrapes; reconnects once
@@ -160,6 +167,10 @@ impl Conn {
     }
 
     fn try_get(&mut self, path: &str, gzip: bool) -> Result<HttpResponse> {
+        self.try_get_with(path, gzip, "")
+    }
+
+    fn try_get_with(&mut self, path: &str, gzip: bool, extra: &str) -> Result<HttpResponse> {
         use std::io::BufRead;
         if self.stream.is_none() {
             let s = TcpStream::connect(("127.0.0.1", self.port))?;
@@ -174,7 +185,7 @@ impl Conn {
             ""
         };
         // One write: several small ones meet Nagle and delayed ACKs (40 ms).
-        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{enc}\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{enc}{extra}\r\n");
         r.get_mut().write_all(req.as_bytes())?;
         let mut line = String::new();
         r.read_line(&mut line)?;
@@ -184,6 +195,7 @@ impl Conn {
             .and_then(|c| c.parse().ok())
             .context("no status")?;
         let (mut length, mut chunked, mut gzipped) = (None, false, false);
+        let mut content_type = String::new();
         loop {
             line.clear();
             r.read_line(&mut line)?;
@@ -193,6 +205,9 @@ impl Conn {
             }
             if let Some(v) = l.strip_prefix("content-length:") {
                 length = v.trim().parse::<usize>().ok();
+            }
+            if let Some(v) = l.strip_prefix("content-type:") {
+                content_type = v.trim().to_string();
             }
             chunked |= l == "transfer-encoding: chunked";
             gzipped |= l == "content-encoding: gzip";
@@ -219,6 +234,7 @@ impl Conn {
             status,
             body,
             gzipped,
+            content_type,
         })
     }
 }

@@ -110,6 +110,53 @@ impl Report {
         ));
     }
 
+    pub fn exposition_table(
+        &mut self,
+        text: &super::scrape::Exposition,
+        native: &super::scrape::Exposition,
+    ) {
+        self.line(
+            "\n## Series per scrape: classic histograms (text) and native histograms (protobuf)\n",
+        );
+        self.line(
+            "| exposition | series stored per scrape | body | agent CPU per refreshing scrape |",
+        );
+        self.line("|---|---|---|---|");
+        for (what, e) in [
+            ("text 0.0.4, classic `le` buckets", text),
+            (
+                "protobuf, native histograms (Prometheus with native histograms on)",
+                native,
+            ),
+        ] {
+            self.line(&format!(
+                "| {what} | {} | {:.1} KB | {} |",
+                e.series,
+                e.bytes as f64 / 1000.0,
+                ms(e.cpu)
+            ));
+        }
+        self.line("");
+    }
+
+    pub fn fleet_table(&mut self, f: &super::fleet::Fleet) {
+        self.line(&format!(
+            "\n## The exporter relaying {} sources (3 answer after 3 s, 2 dead; interval 1 s, timeout 500 ms)\n",
+            super::fleet::SOURCES
+        ));
+        self.line("| healthy sources up | series served | scrape, median / worst of 20 | exporter CPU, % of a core | exporter peak RSS |");
+        self.line("|---|---|---|---|---|");
+        self.line(&format!(
+            "| {} of 95 | {} | {} / {} | {:.1} % | {} |\n",
+            f.up,
+            f.series,
+            ms(f.scrape_median),
+            ms(f.scrape_max),
+            f.cpu_per_sec.as_secs_f64() * 100.0,
+            mb(f.rss),
+        ));
+    }
+
     pub fn scrape_table(
         &mut self,
         s: &Scrape,

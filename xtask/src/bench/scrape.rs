@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::proc::{get_once, Conn, Proc};
 use super::Plan;
@@ -126,4 +126,96 @@ pub fn scrape_phase(
         sonde_binary: sb,
         node_metrics: nm,
     })
+}
+
+/// What Prometheus asks for with its native histograms on.
+const PROTOBUF: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.8,text/plain;version=0.0.4;q=0.5";
+
+/// One exposition of the agent's `/metrics`: series a scrape stores, body
+/// size, and the agent's CPU per refreshing scrape.
+pub struct Exposition {
+    pub series: usize,
+    pub bytes: usize,
+    pub cpu: Duration,
+}
+
+/// Series in a delimited protobuf exposition: the `metric` fields (4) of
+/// each `MetricFamily`, read with a minimal protobuf walker.
+fn protobuf_series(mut body: &[u8]) -> Result<usize> {
+    fn varint(b: &mut &[u8]) -> Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = b.split_first().context("truncated varint")?;
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(v);
+            }
+        }
+        anyhow::bail!("varint too long")
+    }
+    let mut n = 0;
+    while !body.is_empty() {
+        let len = varint(&mut body)? as usize;
+        anyhow::ensure!(len <= body.len(), "truncated family");
+        let (mut family, rest) = body.split_at(len);
+        body = rest;
+        while !family.is_empty() {
+            let key = varint(&mut family)?;
+            match key & 7 {
+                0 => {
+                    varint(&mut family)?;
+                }
+                1 => family = family.get(8..).context("truncated field")?,
+                5 => family = family.get(4..).context("truncated field")?,
+                2 => {
+                    let l = varint(&mut family)? as usize;
+                    family = family.get(l..).context("truncated field")?;
+                    n += usize::from(key >> 3 == 4);
+                }
+                t => anyhow::bail!("wire type {t}"),
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// The agent's `/metrics` as text (every classic `le` bucket a series) and
+/// as protobuf with native histograms: 20 refreshing scrapes of each.
+pub fn expositions(port: u16, agent: &Proc) -> Result<(Exposition, Exposition)> {
+    let one = |accept: Option<&str>| -> Result<Exposition> {
+        let c0 = agent.cpu();
+        let mut last = None;
+        for _ in 0..20 {
+            // Past the TTL: each scrape refreshes.
+            std::thread::sleep(Duration::from_millis(150));
+            last = Some(match accept {
+                Some(a) => super::proc::get_accepting(port, "/metrics", a)?,
+                None => get_once(port, "/metrics", false)?,
+            });
+        }
+        let cpu = (agent.cpu() - c0) / 20;
+        let last_type = last.as_ref().map(|r| r.content_type.clone());
+        let body = last.map(|r| r.body).unwrap_or_default();
+        let series = match accept {
+            Some(_) => {
+                let ct = last_type.unwrap_or_default();
+                anyhow::ensure!(
+                    ct.starts_with("application/vnd.google.protobuf"),
+                    "the agent answered {ct:?}, not protobuf"
+                );
+                protobuf_series(&body)?
+            }
+            None => String::from_utf8_lossy(&body)
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .count(),
+        };
+        Ok(Exposition {
+            series,
+            bytes: body.len(),
+            cpu,
+        })
+    };
+    Ok((one(None)?, one(Some(PROTOBUF))?))
 }
