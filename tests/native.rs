@@ -148,3 +148,96 @@ fn prometheus_reads_native_histograms_as_ours() {
     );
     assert!(fresh.elapsed() < TTL, "the checks took longer than the TTL");
 }
+
+/// The relay exporter: once a scraper asks for protobuf, each relayed
+/// histogram comes as its summary and as one native histogram; the text
+/// stays as it was (no `_buckets` family without `histograms = true`), and
+/// Prometheus with native histograms on stores the native series.
+#[test]
+fn the_exporter_relays_native_histograms() {
+    if !bpf_or_skip() {
+        return;
+    }
+    let agent = agent_with(&["scheduler"]);
+    let exporter = Agent::exporter(&format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[general]\ninterval = \"1s\"\n[[sources]]\nurl = \"{}\"\n",
+        agent.url("")
+    ));
+    let native = "scheduler_runqueue_latency_buckets_seconds";
+    let proto_read = || {
+        let r = request(
+            "GET",
+            &exporter.url("/metrics"),
+            &[("Accept", PROTOBUF_ACCEPT)],
+        );
+        (r.header("content-type") == Some(Format::Protobuf.content_type()))
+            .then(|| proto::decode(&r.body).unwrap())
+    };
+    // Asked once, protobuf is built from the next interval on; the
+    // summary needs two snapshots.
+    let has = |f: &[proto::MetricFamily], n: &str| f.iter().any(|f| f.name.as_deref() == Some(n));
+    let families = wait_for("the exporter's protobuf", Duration::from_secs(10), || {
+        proto_read().filter(|f| has(f, native) && has(f, "scheduler_runqueue_latency_seconds"))
+    });
+    let mut names: Vec<&str> = families.iter().filter_map(|f| f.name.as_deref()).collect();
+    let all = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), all, "a family twice: {names:?}");
+    let family = |n: &str| families.iter().find(|f| f.name.as_deref() == Some(n));
+    let h = family(native).unwrap();
+    assert_eq!(h.r#type, Some(4));
+    let h = h.metric[0].histogram.as_ref().unwrap();
+    assert_eq!(h.schema, Some(3));
+    assert!(h.sample_count.unwrap() > 0);
+    let summary = family("scheduler_runqueue_latency_seconds").expect("the summary");
+    assert_eq!(summary.r#type, Some(2));
+    let s = summary.metric[0].summary.as_ref().unwrap();
+    assert_eq!(s.quantile.len(), 4);
+    assert!(s.sample_count.is_some());
+    // Our own series are there too.
+    assert_eq!(
+        family("sonde_exporter_source_up").unwrap().metric[0]
+            .gauge
+            .as_ref()
+            .unwrap()
+            .value,
+        Some(1.0)
+    );
+    // Text as before: the summary, no native family.
+    let text = exporter.metrics();
+    assert!(text.contains("# TYPE scheduler_runqueue_latency_seconds summary"));
+    assert!(!text.contains(native), "text has the native family");
+
+    let prom = Prometheus::scraping_native(exporter.port);
+    let before = h.sample_count.unwrap() as f64;
+    let count = wait_for(
+        "Prometheus to store the native series",
+        Duration::from_secs(20),
+        || {
+            prom.query(&format!("histogram_count({native})"))
+                .filter(|c| *c >= before)
+        },
+    );
+    // Prometheus's latest scrape is no newer than what we read now.
+    let now = proto_read().unwrap();
+    let latest = now
+        .iter()
+        .find(|f| f.name.as_deref() == Some(native))
+        .unwrap()
+        .metric[0]
+        .histogram
+        .as_ref()
+        .unwrap()
+        .sample_count
+        .unwrap() as f64;
+    assert!(count <= latest, "Prometheus {count}, ours {latest}");
+    let p99 = prom
+        .query(&format!("histogram_quantile(0.99, {native})"))
+        .unwrap();
+    assert!(p99 > 0.0 && p99 < 10.0, "p99 {p99} s");
+    assert_eq!(prom.query_checked(&format!("{native}_bucket")), Ok(vec![]));
+    assert!(prom
+        .query("scheduler_runqueue_latency_seconds{quantile=\"0.99\"}")
+        .is_some());
+}

@@ -3,12 +3,16 @@
 //!
 //! The body is rendered once per interval, after every source has answered
 //! or timed out, and served from memory: scrapes cost a copy, not a render.
+//! The protobuf exposition (native histograms) is built only while a
+//! scraper asks for it: until the next interval after its first request,
+//! that scraper gets the text it also accepts.
 
 pub mod config;
 pub mod source;
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +26,7 @@ use bytes::Bytes;
 use crate::client::{self, Upstream};
 use crate::config::Listen;
 use crate::daemon::{self, Daemon, Reload};
+use crate::prometheus::proto;
 use crate::prometheus::text::TEXT_CONTENT_TYPE;
 use crate::prometheus::{Format, Renderer};
 use crate::runtime::{Events, Ticker};
@@ -30,15 +35,48 @@ use crate::snapshot::fetch::{self, Failure};
 use config::ExporterConfig;
 use source::{Settings, SourceState};
 
-/// The rendered body, plain and gzip'd, swapped whole once per interval.
+/// The rendered body, plain and gzip'd, swapped whole once per interval;
+/// the protobuf exposition the same way, while it is asked for.
 #[derive(Default)]
 struct Body {
     plain: Bytes,
     gzip: Bytes,
+    proto: Option<(Bytes, Bytes)>,
 }
+
+/// How long the protobuf exposition is still built after the last scrape
+/// that asked for it.
+const PROTOBUF_KEEP: Duration = Duration::from_secs(300);
 
 struct Shared {
     body: Mutex<Arc<Body>>,
+    started: Instant,
+    /// When the protobuf exposition was last asked for: seconds since
+    /// `started`, plus one (0: never).
+    protobuf_asked: AtomicU64,
+}
+
+impl Shared {
+    fn new() -> Self {
+        Shared {
+            body: Mutex::new(Arc::new(Body::default())),
+            started: Instant::now(),
+            protobuf_asked: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_secs() + 1
+    }
+
+    fn ask_protobuf(&self) {
+        self.protobuf_asked.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn wants_protobuf(&self) -> bool {
+        let asked = self.protobuf_asked.load(Ordering::Relaxed);
+        asked != 0 && self.now().saturating_sub(asked) <= PROTOBUF_KEEP.as_secs()
+    }
 }
 
 /// The exporter as a [`Daemon`]: the puller task and the body it
@@ -66,9 +104,7 @@ impl Daemon for Exporter {
     }
 
     async fn start(_: &Path, config: &ExporterConfig, _: &Events) -> anyhow::Result<Self> {
-        let shared = Arc::new(Shared {
-            body: Mutex::new(Arc::new(Body::default())),
-        });
+        let shared = Arc::new(Shared::new());
         let pulling = start_pulling(config, &shared).await;
         Ok(Exporter {
             shared,
@@ -159,6 +195,9 @@ async fn start_pulling(
         timeout: config.general.timeout.0,
         text: String::new(),
         own: String::new(),
+        proto: Vec::new(),
+        family: Vec::new(),
+        encoder: proto::Encoder::default(),
         renderer: Renderer::default(),
         gzip: Gzip::default(),
         shared: Arc::clone(shared),
@@ -171,12 +210,24 @@ async fn start_pulling(
 async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let body = Arc::clone(&shared.body.lock().unwrap_or_else(|e| e.into_inner()));
     let gzip = accepts_gzip(&headers);
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    // Text and protobuf only: OpenMetrics would need the `_created`
+    // series and suffixes the relayed summaries do not have.
+    if Format::from_accept(accept) == Format::Protobuf {
+        shared.ask_protobuf();
+        if let Some((plain, gz)) = &body.proto {
+            let bytes = if gzip { gz.clone() } else { plain.clone() };
+            return negotiated(proto::CONTENT_TYPE, bytes, gzip, "Accept, Accept-Encoding");
+        }
+    }
     let bytes = if gzip {
         body.gzip.clone()
     } else {
         body.plain.clone()
     };
-    negotiated(TEXT_CONTENT_TYPE, bytes, gzip, "Accept-Encoding")
+    negotiated(TEXT_CONTENT_TYPE, bytes, gzip, "Accept, Accept-Encoding")
 }
 
 struct Puller {
@@ -189,6 +240,10 @@ struct Puller {
     /// Reused render buffers.
     text: String,
     own: String,
+    proto: Vec<u8>,
+    /// One family's protobuf being assembled.
+    family: Vec<u8>,
+    encoder: proto::Encoder,
     renderer: Renderer,
     gzip: Gzip,
     shared: Arc<Shared>,
@@ -206,6 +261,7 @@ impl Puller {
 
     /// Pulls every source at once; each has the same deadline.
     async fn pull_all(&mut self) {
+        self.settings.protobuf = self.shared.wants_protobuf();
         let tasks: Vec<_> = self
             .sources
             .iter()
@@ -249,11 +305,95 @@ impl Puller {
         }
         let mut gz = Vec::new();
         self.gzip.compress(self.text.as_bytes(), &mut gz);
+        // Until every source's families carry protobuf, the text: a
+        // protobuf body without a source's series would mark them stale.
+        let ready = self
+            .sources
+            .iter()
+            .all(|s| s.protobuf_ready || s.families.is_empty());
+        let proto = (self.settings.protobuf && ready).then(|| {
+            self.render_protobuf();
+            let mut gz = Vec::new();
+            self.gzip.compress(&self.proto, &mut gz);
+            (Bytes::copy_from_slice(&self.proto), Bytes::from(gz))
+        });
         let body = Arc::new(Body {
             plain: Bytes::copy_from_slice(self.text.as_bytes()),
             gzip: Bytes::from(gz),
+            proto,
         });
         *self.shared.body.lock().unwrap_or_else(|e| e.into_inner()) = body;
+    }
+}
+
+impl Puller {
+    /// [`Puller::publish`] for protobuf: every relayed family with our own
+    /// series of the same name and type merged in, then our other
+    /// families, each family once.
+    fn render_protobuf(&mut self) {
+        use std::collections::BTreeMap;
+        self.proto.clear();
+        let mut own: BTreeMap<&str, &crate::registry::Family> = self
+            .renderer
+            .families()
+            .filter(|(f, _)| f.has_series())
+            .map(|(f, n)| (n, f))
+            .collect();
+        let mut names: Vec<&str> = self
+            .sources
+            .iter()
+            .flat_map(|s| s.families.iter())
+            .filter(|(_, f)| !f.proto.is_empty())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let mut kind = None;
+            for s in &self.sources {
+                let Some(f) = s.families.get(name).filter(|f| !f.proto.is_empty()) else {
+                    continue;
+                };
+                match kind {
+                    None => {
+                        let t = proto_type(f.kind);
+                        proto::family_header(&mut self.family, name, &f.help, t);
+                        kind = Some(f.kind);
+                    }
+                    // Counted when the text was rendered (native
+                    // families have no text: left out uncounted, as the
+                    // text leaves them out).
+                    Some(k) if k != f.kind => continue,
+                    Some(_) => {}
+                }
+                self.family.extend_from_slice(&f.proto);
+            }
+            let Some(kind) = kind else { continue };
+            if let Some(f) = own.remove(name) {
+                if proto::family_type(f.desc.kind) == proto_type(kind) {
+                    self.encoder.metrics(f, &mut self.family);
+                } else {
+                    tracing::debug!("our {name} is left out of protobuf: a relayed family of another type has its name");
+                }
+            }
+            proto::frame(&mut self.proto, &self.family);
+        }
+        for (name, f) in own {
+            let t = proto::family_type(f.desc.kind);
+            proto::family_header(&mut self.family, name, f.desc.help, t);
+            self.encoder.metrics(f, &mut self.family);
+            proto::frame(&mut self.proto, &self.family);
+        }
+    }
+}
+
+/// `MetricFamily.type` of a relayed family's kind.
+fn proto_type(kind: &str) -> u64 {
+    match kind {
+        "counter" => proto::COUNTER,
+        "gauge" => proto::GAUGE,
+        "summary" => proto::SUMMARY,
+        _ => proto::HISTOGRAM,
     }
 }
 
@@ -300,7 +440,8 @@ fn render_sources_with(
     for name in names {
         let mut kind = None;
         for s in sources {
-            let Some(f) = s.families.get(name) else {
+            // A native histogram's family has no text without `histograms`.
+            let Some(f) = s.families.get(name).filter(|f| !f.body.is_empty()) else {
                 continue;
             };
             match kind {

@@ -1,15 +1,19 @@
 //! What the exporter keeps per source and how a snapshot becomes Prometheus
 //! text: counters and gauges as they are, histograms as the percentiles of
 //! the last interval (a `summary`), optionally also classic histograms.
+//! While a scraper asks for the protobuf exposition, each family's
+//! metrics are also kept as protobuf, every histogram as a native one.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use crate::histogram::{quantiles, Layout};
+use crate::histogram::{midpoint_sum, quantiles, Layout};
 use crate::prometheus::buckets::{le, BucketSets};
 use crate::prometheus::names::{self, escape_label_value, label_key, metric_name};
+use crate::prometheus::native::from_h2;
+use crate::prometheus::proto::MetricBuf;
 use crate::prometheus::text::{push_f64, push_scaled_i64, push_scaled_u64, push_u64, sample_start};
 use crate::registry::{self, Kind, Series, Unit};
 use crate::snapshot::fetch::{Failure, FetchError};
@@ -94,6 +98,8 @@ pub struct Settings {
     pub histograms: bool,
     /// Bucket sets of the classic histograms (`histograms = true`).
     buckets: BucketSets,
+    /// Also build the protobuf exposition (a scraper asked for it lately).
+    pub protobuf: bool,
 }
 
 impl Settings {
@@ -104,16 +110,21 @@ impl Settings {
             quantile_labels,
             histograms,
             buckets: BucketSets::default(),
+            protobuf: false,
         }
     }
 }
 
-/// One relayed family of one source: its metadata and its sample lines.
+/// One relayed family of one source: its metadata, its sample lines, and
+/// its `Metric` messages (field 4 of a `MetricFamily`) when protobuf is
+/// built. Either may be empty: a histogram's native family has no text
+/// unless `histograms = true`.
 #[derive(Debug)]
 pub struct FamilyOut {
     pub kind: &'static str,
     pub help: String,
     pub body: String,
+    pub proto: Vec<u8>,
 }
 
 pub struct SourceState {
@@ -124,11 +135,18 @@ pub struct SourceState {
     /// Config labels plus `source` when there are several sources, as
     /// `(key, escaped value)`.
     extra_labels: Vec<(String, String)>,
+    /// The same, values not escaped (protobuf).
+    extra_raw: Vec<(String, String)>,
+    /// The protobuf message being written, kept between intervals.
+    metric: MetricBuf,
     prev_time: Option<SystemTime>,
     /// Buckets of the previous snapshot by metric name + labels.
     prev: HashMap<String, Vec<u64>>,
     pub families: BTreeMap<String, FamilyOut>,
     was_up: Option<bool>,
+    /// Its families were built with protobuf (a source serving the same
+    /// snapshot again keeps the families of before protobuf was asked).
+    pub protobuf_ready: bool,
     up: Arc<Series>,
     duration: Arc<Series>,
     pulls: Arc<Series>,
@@ -146,21 +164,28 @@ impl SourceState {
             .split_once("://")
             .map_or(base, |(_, rest)| rest)
             .to_string();
-        let mut extra_labels: Vec<(String, String)> = labels
+        let mut extra_raw: Vec<(String, String)> = labels
             .iter()
-            .map(|(k, v)| (label_key(k), escaped(v)))
+            .map(|(k, v)| (label_key(k), v.clone()))
             .collect();
         if add_source_label && !labels.contains_key("source") {
-            extra_labels.push(("source".into(), escaped(&name)));
+            extra_raw.push(("source".into(), name.clone()));
         }
+        let extra_labels = extra_raw
+            .iter()
+            .map(|(k, v)| (k.clone(), escaped(v)))
+            .collect();
         let n = name.as_str();
         SourceState {
             binary_url: format!("{base}/metrics/binary"),
             extra_labels,
+            extra_raw,
+            metric: MetricBuf::default(),
             prev_time: None,
             prev: HashMap::new(),
             families: BTreeMap::new(),
             was_up: None,
+            protobuf_ready: false,
             up: SOURCE_UP.series(&[n]),
             duration: PULL_DURATION.series(&[n]),
             pulls: PULLS.series(&[n]),
@@ -231,11 +256,14 @@ impl SourceState {
     }
 
     fn build(&mut self, snapshot: Snapshot, settings: &Settings) {
+        self.protobuf_ready = settings.protobuf;
         self.families.clear();
         let mut prev = std::mem::take(&mut self.prev);
         let mut seen = HashSet::with_capacity(snapshot.metrics.len());
         let mut labels = String::new();
         let mut count = 0i64;
+        let proto = settings.protobuf;
+        let mut pb = std::mem::take(&mut self.metric);
         for m in snapshot.metrics {
             let unit = m.unit.as_deref().and_then(Unit::parse);
             let divisor = names::divisor(unit);
@@ -249,6 +277,7 @@ impl SourceState {
             count += 1;
             match m.value {
                 Value::Counter(v) => {
+                    self.proto_labels(proto, &m.labels, &mut pb);
                     let out =
                         self.family(names::name(&name, Kind::Counter, unit), "counter", &m.name);
                     let Some(out) = out else { continue };
@@ -256,14 +285,23 @@ impl SourceState {
                     sample_start(&mut out.1.body, &fam, "", &labels, None);
                     push_scaled_u64(&mut out.1.body, v, divisor);
                     out.1.body.push('\n');
+                    if proto {
+                        pb.scalar(Kind::Counter, v as f64 / divisor as f64);
+                        pb.append_to(&mut out.1.proto);
+                    }
                 }
                 Value::Gauge(v) => {
+                    self.proto_labels(proto, &m.labels, &mut pb);
                     let out = self.family(names::name(&name, Kind::Gauge, unit), "gauge", &m.name);
                     let Some(out) = out else { continue };
                     let fam = out.0;
                     sample_start(&mut out.1.body, &fam, "", &labels, None);
                     push_scaled_i64(&mut out.1.body, v, divisor);
                     out.1.body.push('\n');
+                    if proto {
+                        pb.scalar(Kind::Gauge, v as f64 / divisor as f64);
+                        pb.append_to(&mut out.1.proto);
+                    }
                 }
                 Value::Histogram { layout, buckets } => {
                     let delta = match prev.remove(&key) {
@@ -282,23 +320,56 @@ impl SourceState {
                         _ => None,
                     };
                     if let Some(delta) = delta {
+                        self.proto_labels(proto, &m.labels, &mut pb);
                         let fam = names::name(&name, Kind::Histogram, unit);
                         if let Some((fam, out)) = self.family(fam, "summary", &m.name) {
-                            summary(out, &fam, &labels, layout, &delta, divisor, settings);
+                            let pb = proto.then_some(&mut pb);
+                            summary(out, &fam, &labels, layout, &delta, divisor, settings, pb);
                         }
                     }
-                    if settings.histograms {
+                    // Protobuf has the whole distribution as one native
+                    // histogram, whatever `histograms` says for text.
+                    if settings.histograms || proto {
+                        self.proto_labels(proto, &m.labels, &mut pb);
                         let fam = names::name(&format!("{name}_buckets"), Kind::Histogram, unit);
                         if let Some((fam, out)) = self.family(fam, "histogram", &m.name) {
-                            let bounds = settings.buckets.bounds(layout, unit);
-                            classic(out, &fam, &labels, &bounds, &buckets, layout, divisor);
+                            if settings.histograms {
+                                let bounds = settings.buckets.bounds(layout, unit);
+                                classic(out, &fam, &labels, &bounds, &buckets, layout, divisor);
+                            }
+                            if proto {
+                                let sum = midpoint_sum(layout, &buckets);
+                                pb.native(&from_h2(layout, &buckets, sum, divisor as f64));
+                                pb.append_to(&mut out.proto);
+                            }
                         }
                     }
                     self.prev.insert(key, buckets);
                 }
             }
         }
+        self.metric = pb;
         self.series.set_gauge(count);
+    }
+
+    /// Starts `pb` with a series' labels as [`SourceState::labels`] writes
+    /// them (when protobuf is built).
+    fn proto_labels(&self, proto: bool, own: &[(String, String)], pb: &mut MetricBuf) {
+        if !proto {
+            return;
+        }
+        pb.clear();
+        for (k, v) in own {
+            let key = label_key(k);
+            if self.extra_raw.iter().any(|(ek, _)| *ek == key) {
+                pb.label(&format!("exported_{key}"), v);
+            } else {
+                pb.label(&key, v);
+            }
+        }
+        for (k, v) in &self.extra_raw {
+            pb.label(k, v);
+        }
     }
 
     /// The family `fam` of this source, created with `kind`; `None` (and a
@@ -316,6 +387,7 @@ impl SourceState {
                 kind,
                 help: help_for(metric),
                 body: String::new(),
+                proto: Vec::new(),
             });
         if out.kind != kind {
             self.conflicts.add(1);
@@ -352,7 +424,9 @@ impl SourceState {
 }
 
 /// The summary of one interval: `quantile` samples, `_sum` and `_count`,
-/// all describing the same window (the delta of the last two snapshots).
+/// all describing the same window (the delta of the last two snapshots);
+/// also as protobuf into `pb` (its labels written) when given.
+#[allow(clippy::too_many_arguments)]
 fn summary(
     out: &mut FamilyOut,
     fam: &str,
@@ -361,6 +435,7 @@ fn summary(
     delta: &[u64],
     divisor: u64,
     settings: &Settings,
+    pb: Option<&mut MetricBuf>,
 ) {
     let mut values = [f64::NAN; 16];
     let n = settings.percentiles.len().min(values.len());
@@ -376,6 +451,12 @@ fn summary(
     sample_start(&mut out.body, fam, "_count", labels, None);
     push_u64(&mut out.body, count);
     out.body.push('\n');
+    if let Some(pb) = pb {
+        let d = divisor as f64;
+        let qs = settings.percentiles.iter().zip(&values[..n]);
+        pb.summary(count, sum / d, qs.map(|(q, v)| (*q, *v / d)));
+        pb.append_to(&mut out.proto);
+    }
 }
 
 /// A classic histogram of the cumulative counts at power-of-two bounds

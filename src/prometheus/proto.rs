@@ -2,8 +2,9 @@
 //! length-delimited), which Prometheus asks for first when its native
 //! histograms are on: counters and gauges as in the text format, and every
 //! histogram as one native histogram ([`super::native`]) instead of classic
-//! `le` buckets. The message types are the fields of client_model's
-//! metrics.proto that we fill, with its tags.
+//! `le` buckets (the relay exporter adds its summaries with [`MetricBuf`]).
+//! The message types are the fields of client_model's metrics.proto that
+//! we fill, with its tags.
 
 use std::sync::atomic::Ordering;
 
@@ -23,7 +24,7 @@ pub struct MetricFamily {
     pub name: Option<String>,
     #[prost(string, optional, tag = "2")]
     pub help: Option<String>,
-    /// COUNTER = 0, GAUGE = 1, HISTOGRAM = 4.
+    /// COUNTER = 0, GAUGE = 1, SUMMARY = 2, HISTOGRAM = 4.
     #[prost(int32, optional, tag = "3")]
     pub r#type: Option<i32>,
     #[prost(message, repeated, tag = "4")]
@@ -46,6 +47,8 @@ pub struct Metric {
     pub gauge: Option<Scalar>,
     #[prost(message, optional, tag = "3")]
     pub counter: Option<Scalar>,
+    #[prost(message, optional, tag = "4")]
+    pub summary: Option<Summary>,
     #[prost(message, optional, tag = "7")]
     pub histogram: Option<Histogram>,
 }
@@ -54,6 +57,24 @@ pub struct Metric {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Scalar {
     #[prost(double, optional, tag = "1")]
+    pub value: Option<f64>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Summary {
+    #[prost(uint64, optional, tag = "1")]
+    pub sample_count: Option<u64>,
+    #[prost(double, optional, tag = "2")]
+    pub sample_sum: Option<f64>,
+    #[prost(message, repeated, tag = "3")]
+    pub quantile: Vec<Quantile>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Quantile {
+    #[prost(double, optional, tag = "1")]
+    pub quantile: Option<f64>,
+    #[prost(double, optional, tag = "2")]
     pub value: Option<f64>,
 }
 
@@ -151,11 +172,123 @@ fn scalar(desc: &Desc, raw: u64, divisor: f64) -> f64 {
     }
 }
 
-fn family_type(kind: Kind) -> u64 {
+/// `MetricFamily.type` values.
+pub const COUNTER: u64 = 0;
+pub const GAUGE: u64 = 1;
+pub const SUMMARY: u64 = 2;
+pub const HISTOGRAM: u64 = 4;
+
+pub fn family_type(kind: Kind) -> u64 {
     match kind {
-        Kind::Counter => 0,
-        Kind::Gauge => 1,
-        Kind::Histogram => 4,
+        Kind::Counter => COUNTER,
+        Kind::Gauge => GAUGE,
+        Kind::Histogram => HISTOGRAM,
+    }
+}
+
+/// A family's name, help and type into `out` (cleared); its metrics
+/// follow as [`MetricBuf::append_to`] appends them.
+pub fn family_header(out: &mut Vec<u8>, name: &str, help: &str, type_: u64) {
+    out.clear();
+    bytes(out, 1, name.as_bytes());
+    bytes(out, 2, help.as_bytes());
+    key(out, 3, 0);
+    varint(out, type_);
+}
+
+/// Appends a family (header and metrics) to the exposition, delimited.
+pub fn frame(out: &mut Vec<u8>, family: &[u8]) {
+    varint(out, family.len() as u64);
+    out.extend_from_slice(family);
+}
+
+/// One `Metric` message written by hand, its buffers kept between uses:
+/// labels first, then one value.
+#[derive(Default)]
+pub struct MetricBuf {
+    metric: Vec<u8>,
+    inner: Vec<u8>,
+    part: Vec<u8>,
+}
+
+impl MetricBuf {
+    pub fn clear(&mut self) {
+        self.metric.clear();
+    }
+
+    pub fn label(&mut self, name: &str, value: &str) {
+        self.inner.clear();
+        bytes(&mut self.inner, 1, name.as_bytes());
+        bytes(&mut self.inner, 2, value.as_bytes());
+        bytes(&mut self.metric, 1, &self.inner);
+    }
+
+    /// A counter's or a gauge's value.
+    pub fn scalar(&mut self, kind: Kind, v: f64) {
+        self.inner.clear();
+        double(&mut self.inner, 1, v);
+        let field = if kind == Kind::Gauge { 2 } else { 3 };
+        bytes(&mut self.metric, field, &self.inner);
+    }
+
+    /// A summary: count, sum, then the `(quantile, value)` pairs.
+    pub fn summary(&mut self, count: u64, sum: f64, quantiles: impl Iterator<Item = (f64, f64)>) {
+        let MetricBuf {
+            metric,
+            inner,
+            part,
+        } = self;
+        inner.clear();
+        key(inner, 1, 0);
+        varint(inner, count);
+        double(inner, 2, sum);
+        for (q, v) in quantiles {
+            part.clear();
+            double(part, 1, q);
+            double(part, 2, v);
+            bytes(inner, 3, part);
+        }
+        bytes(metric, 4, inner);
+    }
+
+    /// A native histogram.
+    pub fn native(&mut self, n: &Native) {
+        let MetricBuf {
+            metric,
+            inner,
+            part,
+        } = self;
+        inner.clear();
+        key(inner, 1, 0);
+        varint(inner, n.count);
+        double(inner, 2, n.sum);
+        key(inner, 5, 0);
+        varint(inner, zigzag32(SCHEMA));
+        double(inner, 6, ZERO_THRESHOLD);
+        key(inner, 7, 0);
+        varint(inner, n.zero_count);
+        for &(offset, length) in &n.spans {
+            part.clear();
+            key(part, 1, 0);
+            varint(part, zigzag32(offset));
+            key(part, 2, 0);
+            varint(part, u64::from(length));
+            bytes(inner, 12, part);
+        }
+        if !n.deltas.is_empty() {
+            // Packed, as prost writes a repeated scalar.
+            part.clear();
+            for &d in &n.deltas {
+                varint(part, zigzag64(d));
+            }
+            bytes(inner, 13, part);
+        }
+        bytes(metric, 7, inner);
+    }
+
+    /// Appends the message to a family as its field 4.
+    pub fn append_to(&self, family: &mut Vec<u8>) {
+        bytes(family, 4, &self.metric);
     }
 }
 
@@ -166,9 +299,7 @@ fn family_type(kind: Kind) -> u64 {
 #[derive(Default)]
 pub struct Encoder {
     family: Vec<u8>,
-    metric: Vec<u8>,
-    inner: Vec<u8>,
-    part: Vec<u8>,
+    metric: MetricBuf,
     key: String,
 }
 
@@ -217,46 +348,36 @@ impl Encoder {
                 continue;
             }
             let desc = &family.desc;
-            self.family.clear();
-            bytes(&mut self.family, 1, name.as_bytes());
-            bytes(&mut self.family, 2, desc.help.as_bytes());
-            key(&mut self.family, 3, 0);
-            varint(&mut self.family, family_type(desc.kind));
-            family.for_each(|s| {
-                self.series(desc, s);
-                let Encoder { family, metric, .. } = self;
-                bytes(family, 4, metric);
-            });
-            varint(out, self.family.len() as u64);
-            out.extend_from_slice(&self.family);
+            let mut buf = std::mem::take(&mut self.family);
+            family_header(&mut buf, name, desc.help, family_type(desc.kind));
+            self.metrics(family, &mut buf);
+            frame(out, &buf);
+            self.family = buf;
         }
+    }
+
+    /// Appends every series of `family` to `out` as `Metric` fields (for
+    /// a family whose header is already there).
+    pub fn metrics(&mut self, family: &crate::registry::Family, out: &mut Vec<u8>) {
+        family.for_each(|s| {
+            self.series(&family.desc, s);
+            self.metric.append_to(out);
+        });
     }
 
     /// One series as a `Metric` in `self.metric`.
     fn series(&mut self, desc: &Desc, s: &Series) {
-        let Encoder {
-            metric,
-            inner,
-            part,
-            key: k,
-            ..
-        } = self;
+        let Encoder { metric, key: k, .. } = self;
         metric.clear();
         for (name, value) in s.label_values() {
             k.clear();
             k.push_str(&names::label_key(name));
-            inner.clear();
-            bytes(inner, 1, k.as_bytes());
-            bytes(inner, 2, value.as_bytes());
-            bytes(metric, 1, inner);
+            metric.label(k, value);
         }
         let divisor = names::divisor(Some(desc.unit)) as f64;
         match s.value() {
             Value::Scalar(v) => {
-                inner.clear();
-                double(inner, 1, scalar(desc, v.load(Ordering::Relaxed), divisor));
-                let field = if desc.kind == Kind::Gauge { 2 } else { 3 };
-                bytes(metric, field, inner);
+                metric.scalar(desc.kind, scalar(desc, v.load(Ordering::Relaxed), divisor));
             }
             Value::Histogram(h) => {
                 let mut counts = [0u64; crate::histogram::BUCKETS];
@@ -264,33 +385,7 @@ impl Encoder {
                     *dst = src.load(Ordering::Relaxed);
                 }
                 let sum = h.sum.load(Ordering::Relaxed) as f64;
-                let n = from_h2(Layout::default(), &counts, sum, divisor);
-                inner.clear();
-                key(inner, 1, 0);
-                varint(inner, n.count);
-                double(inner, 2, n.sum);
-                key(inner, 5, 0);
-                varint(inner, zigzag32(SCHEMA));
-                double(inner, 6, ZERO_THRESHOLD);
-                key(inner, 7, 0);
-                varint(inner, n.zero_count);
-                for &(offset, length) in &n.spans {
-                    part.clear();
-                    key(part, 1, 0);
-                    varint(part, zigzag32(offset));
-                    key(part, 2, 0);
-                    varint(part, u64::from(length));
-                    bytes(inner, 12, part);
-                }
-                if !n.deltas.is_empty() {
-                    // Packed, as prost writes a repeated scalar.
-                    part.clear();
-                    for &d in &n.deltas {
-                        varint(part, zigzag64(d));
-                    }
-                    bytes(inner, 13, part);
-                }
-                bytes(metric, 7, inner);
+                metric.native(&from_h2(Layout::default(), &counts, sum, divisor));
             }
         }
     }
@@ -383,5 +478,40 @@ mod tests {
         assert_eq!(back.len(), 2);
         assert_eq!(back[0].metric.len(), 2);
         assert_eq!(back[1].metric[0].gauge.as_ref().unwrap().value, Some(-5.0));
+    }
+
+    #[test]
+    fn a_summary_is_written_as_prost_writes_it() {
+        let mut m = MetricBuf::default();
+        m.label("op", "read");
+        m.summary(7, 1.5, [(0.5, 0.25), (0.99, 1.0)].into_iter());
+        let mut family = Vec::new();
+        family_header(&mut family, "x_seconds", "X.", SUMMARY);
+        m.append_to(&mut family);
+        let mut mine = Vec::new();
+        frame(&mut mine, &family);
+        let reference = MetricFamily {
+            name: Some("x_seconds".into()),
+            help: Some("X.".into()),
+            r#type: Some(SUMMARY as i32),
+            metric: vec![Metric {
+                label: vec![LabelPair {
+                    name: Some("op".into()),
+                    value: Some("read".into()),
+                }],
+                summary: Some(Summary {
+                    sample_count: Some(7),
+                    sample_sum: Some(1.5),
+                    quantile: [(0.5, 0.25), (0.99, 1.0)]
+                        .map(|(q, v)| Quantile {
+                            quantile: Some(q),
+                            value: Some(v),
+                        })
+                        .to_vec(),
+                }),
+                ..Metric::default()
+            }],
+        };
+        assert_eq!(mine, reference.encode_length_delimited_to_vec());
     }
 }

@@ -124,7 +124,12 @@ impl Renderer {
 impl Renderer {
     /// The protobuf exposition of every family with a live series.
     pub fn render_protobuf(&self, encoder: &mut super::proto::Encoder, out: &mut Vec<u8>) {
-        encoder.render(self.families.iter().map(|(f, n)| (*f, n.as_str())), out);
+        encoder.render(self.families(), out);
+    }
+
+    /// Every family with its Prometheus name, in that name's order.
+    pub fn families(&self) -> impl Iterator<Item = (&Family, &str)> + '_ {
+        self.families.iter().map(|(f, n)| (*f, n.as_str()))
     }
 
     /// Renders every family that has at least one live series (text

@@ -237,3 +237,61 @@ fn sources_merge_into_one_family_each() {
     assert!(out.contains("cpu_usage_seconds_total{state=\"user\",source=\"b:1\"} 0.000000002\n"));
     assert!(out.contains("# HELP cpu_usage_seconds_total CPU time spent"));
 }
+
+#[test]
+fn protobuf_carries_the_summary_and_a_native_histogram() {
+    use crate::prometheus::proto::{decode, family_header, frame, SUMMARY};
+    let mut settings = Settings::new(vec![0.5, 0.99], false);
+    settings.protobuf = true;
+    let labels = [("op".to_string(), "mine".to_string())].into();
+    let mut s = SourceState::new("http://127.0.0.1:3", &labels, true);
+    s.succeeded(
+        snapshot(1, hist(&[(1_000, 10)]), 1),
+        Duration::ZERO,
+        &settings,
+    );
+    s.succeeded(
+        snapshot(2, hist(&[(1_000, 10), (1_000_000, 5)]), 4),
+        Duration::ZERO,
+        &settings,
+    );
+    // The native family has no text without `histograms`.
+    let native = &s.families["syscall_latency_buckets_seconds"];
+    assert!(native.body.is_empty());
+    let read = |name: &str, type_: u64| {
+        let f = &s.families[name];
+        let mut family = Vec::new();
+        family_header(&mut family, name, &f.help, type_);
+        family.extend_from_slice(&f.proto);
+        let mut out = Vec::new();
+        frame(&mut out, &family);
+        decode(&out).unwrap().remove(0)
+    };
+    let h = read("syscall_latency_buckets_seconds", 4);
+    let m = &h.metric[0];
+    let l: Vec<(&str, &str)> = m
+        .label
+        .iter()
+        .map(|l| (l.name.as_deref().unwrap(), l.value.as_deref().unwrap()))
+        .collect();
+    // The source's `op` wins; the metric's becomes `exported_op`, as in text.
+    assert_eq!(
+        l,
+        [
+            ("exported_op", "read"),
+            ("op", "mine"),
+            ("source", "127.0.0.1:3")
+        ]
+    );
+    let h = m.histogram.as_ref().unwrap();
+    assert_eq!(h.sample_count, Some(15), "cumulative, as the agent's");
+    assert_eq!(h.schema, Some(3));
+    let sm = read("syscall_latency_seconds", SUMMARY);
+    let sm = sm.metric[0].summary.as_ref().unwrap();
+    assert_eq!(sm.sample_count, Some(5), "the interval's, as the text's");
+    assert_eq!(sm.quantile.len(), 2);
+    let p99 = sm.quantile[1].value.unwrap();
+    assert!((p99 - 0.001).abs() < 0.001 * 0.0625, "p99 {p99}");
+    let c = read("cpu_usage_seconds_total", 0);
+    assert_eq!(c.metric[0].counter.as_ref().unwrap().value, Some(4e-9));
+}
