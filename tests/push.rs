@@ -395,3 +395,76 @@ fn native_histograms_reach_a_receiver_that_takes_them() {
         .query("sum(scheduler_context_switches_total)")
         .is_some_and(|c| c > 0.0));
 }
+
+/// Fan-in: several pushers (one per host in a fleet) into one receiver.
+/// Each pusher's `[source] labels` keep its series apart; once the agent
+/// is gone and every backlog is empty, each pusher's pulls are all in
+/// Prometheus, one sample per pull, none under another host's name.
+#[test]
+fn pushers_fan_in_to_one_receiver_and_lose_nothing() {
+    const PUSHERS: usize = 6;
+    let agent = Agent::start();
+    let work = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let prom = Prometheus::receiver(None, port);
+    let pushers: Vec<Agent> = (0..PUSHERS)
+        .map(|i| {
+            let dir = work.path().join(format!("pusher{i}"));
+            std::fs::create_dir(&dir).unwrap();
+            let config = push_config(
+                &dir.join("spool"),
+                &agent,
+                "1s",
+                "512MiB",
+                &remote_write(port),
+            )
+            .replacen(
+                "[spool]",
+                &format!("labels = {{ instance = \"host-{i}\" }}\n[spool]"),
+                1,
+            );
+            start_pusher(&dir, &config)
+        })
+        .collect();
+    wait_for("every pusher's series", Duration::from_secs(30), || {
+        (prom.query("count(count by (instance) (memory_total_bytes))") == Some(PUSHERS as f64))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    // No more pulls (they are on whole seconds: none is under way): what
+    // each pusher pulled is all it will deliver.
+    after_next_second(Duration::from_millis(500));
+    drop(agent);
+    let mut stored_total = 0.0;
+    for (i, p) in pushers.iter().enumerate() {
+        let pulled = wait_for("an empty backlog", Duration::from_secs(30), || {
+            let text = p.metrics();
+            (total(&text, "sonde_push_backlog", &[]) == 0.0)
+                .then(|| total(&text, "sonde_push_pulls_total", &["result=\"ok\""]))
+        });
+        let q = format!("count_over_time(memory_total_bytes{{instance=\"host-{i}\"}}[10m])");
+        // The backlog gauge moves when the sink wakes, a moment after the
+        // pull is counted: give the last delivery that moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stored = loop {
+            let stored = prom.query(&q).unwrap_or(0.0);
+            if stored == pulled || Instant::now() > deadline {
+                break stored;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        eprintln!("host-{i}: pulled {pulled}, stored {stored}");
+        assert!(pulled >= 5.0, "host-{i} pulled {pulled}");
+        assert_eq!(stored, pulled, "host-{i}: stored {stored} of {pulled}");
+        stored_total += stored;
+    }
+    // No sample without a host, none counted twice.
+    assert_eq!(
+        prom.query("count_over_time(memory_total_bytes{instance=\"\"}[10m])"),
+        None
+    );
+    assert_eq!(
+        prom.query("sum(count_over_time(memory_total_bytes[10m]))"),
+        Some(stored_total)
+    );
+}

@@ -24,18 +24,21 @@ pub struct PullSource {
     /// How often to pull; the exporter pulls every source at its
     /// `[general] interval`, and leaves this at that.
     pub interval: Duration,
-    /// Labels added to every series relayed from it (exporter only).
+    /// Labels added to every series relayed (exporter) or pushed (pusher)
+    /// from it.
     pub labels: BTreeMap<String, String>,
     /// TLS and credentials, for an agent whose `[listen]` needs them.
     pub upstream: Upstream,
 }
 
 /// The keys a mode's sources take besides `url` and the TLS/credential
-/// keys: its own `interval` (with its default), or `labels`.
+/// keys: its own `interval` (with its default), `labels`, or both (the
+/// pusher: its labels tell its host's series apart at a shared receiver).
 #[derive(Debug, Clone, Copy)]
 pub enum SourceKeys {
     Interval(Duration),
     Labels,
+    IntervalAndLabels(Duration),
 }
 
 #[derive(Deserialize)]
@@ -61,7 +64,7 @@ impl PullSource {
         let default = || PullSource {
             url: HttpUrl(DEFAULT_URL.into()),
             interval: match keys {
-                SourceKeys::Interval(d) => d,
+                SourceKeys::Interval(d) | SourceKeys::IntervalAndLabels(d) => d,
                 SourceKeys::Labels => Duration::ZERO,
             },
             labels: BTreeMap::new(),
@@ -143,9 +146,14 @@ impl PullSource {
             ),
             SourceKeys::Interval(_) if raw.labels.is_some() => c.problem(
                 &key("labels"),
-                "only the exporter's [[sources]] take labels",
+                "only the exporter's [[sources]] and the pusher's [source] take labels",
             ),
             _ => {}
+        }
+        for (k, message) in label_problems(raw.labels.as_ref()) {
+            let mut p = key("labels");
+            p.push(Segment::Key(k));
+            c.problem(&p, message);
         }
         let url = match (raw.url, url_default) {
             (Some(u), _) => u,
@@ -159,10 +167,12 @@ impl PullSource {
             }
         };
         let interval = match keys {
-            SourceKeys::Interval(default) => raw.interval.map_or(default, |d| d.0),
+            SourceKeys::Interval(default) | SourceKeys::IntervalAndLabels(default) => {
+                raw.interval.map_or(default, |d| d.0)
+            }
             SourceKeys::Labels => Duration::ZERO,
         };
-        if matches!(keys, SourceKeys::Interval(_)) && interval < MIN_INTERVAL {
+        if !matches!(keys, SourceKeys::Labels) && interval < MIN_INTERVAL {
             c.problem(&key("interval"), "must be at least 100ms");
         }
         (c.problems.len() == problems).then(|| PullSource {
@@ -172,6 +182,29 @@ impl PullSource {
             upstream,
         })
     }
+}
+
+/// Keys of `labels` that cannot be a label of their own: reserved names
+/// (`le` and `quantile` name buckets and quantiles, `__` ones are
+/// Prometheus's), empty values (no label to Prometheus), and two keys that
+/// become one label name.
+fn label_problems(labels: Option<&BTreeMap<String, String>>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for (k, v) in labels.into_iter().flatten() {
+        let name = crate::prometheus::names::label_key(k);
+        let message = if name == "le" || name == "quantile" || k.starts_with("__") {
+            format!("`{k}` is reserved: le and quantile name buckets and quantiles, __ names are Prometheus's")
+        } else if v.is_empty() {
+            "an empty value is no label to Prometheus; remove the key".to_string()
+        } else if let Some(other) = seen.insert(name.clone(), k) {
+            format!("`{k}` and `{other}` are both the label `{name}`")
+        } else {
+            continue;
+        };
+        out.push((k.clone(), message));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -227,6 +260,21 @@ mod tests {
             e.contains("key `sources[0].interval`: the exporter pulls"),
             "{e}"
         );
+        let push = SourceKeys::IntervalAndLabels(Duration::from_secs(10));
+        let s = parse("[source]\nlabels = { a = \"b\" }\n", false, push).unwrap();
+        assert_eq!(s[0].labels.get("a").map(String::as_str), Some("b"));
+        let e = parse(
+            "[source]\nlabels = { le = \"1\", x = \"\", \"a-b\" = \"1\", a_b = \"2\" }\n",
+            false,
+            push,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("key `source.labels.le`: `le` is reserved"),
+            "{e}"
+        );
+        assert!(e.contains("key `source.labels.x`: an empty value"), "{e}");
+        assert!(e.contains("are both the label `a_b`"), "{e}");
         let e = parse("[source]\nintervall = \"1s\"\n", false, TEN).unwrap_err();
         assert!(e.contains("source.intervall"), "{e}");
         let e = parse("[source]\ninterval = \"10ms\"\n", false, TEN).unwrap_err();

@@ -109,7 +109,7 @@ impl PushConfig {
             &mut c,
             &mut table,
             "source",
-            SourceKeys::Interval(DEFAULT_INTERVAL),
+            SourceKeys::IntervalAndLabels(DEFAULT_INTERVAL),
         );
         let spool = section::<Spool>(&mut c, &mut table, "spool");
         let listen = listen_section(&mut c, &mut table, DEFAULT_LISTEN);

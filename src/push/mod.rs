@@ -238,7 +238,7 @@ fn start_work(path: &Path, config: &PushConfig) -> anyhow::Result<Work> {
                 }
             };
             tracing::info!(sink = %s.url.0, "sink {kind}, cursor {start:?}");
-            Sink::new(s, cursor_path, start)
+            Sink::new(s, &config.source.labels, cursor_path, start)
         })
         .collect();
     let shared = Arc::new(Shared {

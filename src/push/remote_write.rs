@@ -80,8 +80,11 @@ pub struct Sample {
 /// Every series of the snapshot, one sample each at the snapshot's time.
 /// Histograms become classic `_bucket{le}`/`_sum`/`_count` series with the
 /// agent's fixed power-of-two bounds, so `histogram_quantile` works
-/// upstream; with `native`, one native histogram series each.
-pub fn series(snapshot: &Snapshot, native: bool) -> Vec<TimeSeries> {
+/// upstream; with `native`, one native histogram series each. `extra`
+/// (`[source] labels`) goes on every series; a metric's own label of the
+/// same key is kept as `exported_<key>`, as the exporter and a Prometheus
+/// scrape do.
+pub fn series(snapshot: &Snapshot, native: bool, extra: &[Label]) -> Vec<TimeSeries> {
     let sets = BucketSets::default();
     let ts = snapshot
         .stamp
@@ -94,14 +97,21 @@ pub fn series(snapshot: &Snapshot, native: bool) -> Vec<TimeSeries> {
         let unit = m.unit.as_deref().and_then(Unit::parse);
         let divisor = names::divisor(unit);
         let name = metric_name(&m.name);
-        let labels: Vec<Label> = m
+        let mut labels: Vec<Label> = m
             .labels
             .iter()
-            .map(|(k, v)| Label {
-                name: label_key(k),
-                value: v.clone(),
+            .map(|(k, v)| {
+                let mut name = label_key(k);
+                if extra.iter().any(|e| e.name == name) {
+                    name.insert_str(0, "exported_");
+                }
+                Label {
+                    name,
+                    value: v.clone(),
+                }
             })
             .collect();
+        labels.extend_from_slice(extra);
         let mut push = |name: String, extra: Option<(&str, String)>, value: f64| {
             let mut l = labels.clone();
             l.push(Label {
@@ -232,7 +242,7 @@ mod tests {
                 },
             ],
         };
-        let s = series(&snap, false);
+        let s = series(&snap, false, &[]);
         let find = |name: &str, le: Option<&str>| {
             s.iter()
                 .find(|t| {
@@ -263,6 +273,25 @@ mod tests {
             4.0
         );
         assert_eq!(find("memory_total_bytes", None).samples[0].value, 1024.0);
+        // `[source] labels` go on every series; the metric's own `op`
+        // stays as `exported_op`.
+        let extra = [("instance", "web-1"), ("op", "pusher")].map(|(k, v)| Label {
+            name: k.into(),
+            value: v.into(),
+        });
+        for t in series(&snap, false, &extra) {
+            let l: Vec<(&str, &str)> = t
+                .labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str()))
+                .collect();
+            assert!(l.contains(&("instance", "web-1")), "{l:?}");
+            assert!(l.windows(2).all(|w| w[0].0 < w[1].0), "{l:?}");
+            if l.iter().any(|(_, v)| v.starts_with("syscall")) {
+                assert!(l.contains(&("exported_op", "read")), "{l:?}");
+                assert!(l.contains(&("op", "pusher")), "{l:?}");
+            }
+        }
 
         let bodies = encode(s.clone());
         assert_eq!(bodies.len(), 1);
@@ -277,7 +306,7 @@ mod tests {
         assert_eq!(encode(many).len(), 3);
 
         // Native: one series, its histogram, no classic buckets.
-        let s = series(&snap, true);
+        let s = series(&snap, true, &[]);
         let h: Vec<&TimeSeries> = s.iter().filter(|t| !t.histograms.is_empty()).collect();
         assert_eq!(h.len(), 1);
         assert!(h[0].samples.is_empty());

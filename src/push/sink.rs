@@ -80,6 +80,8 @@ pub struct Sink {
     upstream: Upstream,
     format: SinkFormat,
     native_histograms: bool,
+    /// `[source] labels`, on every remote-write series.
+    labels: Vec<super::remote_write::Label>,
     cursor_path: PathBuf,
     /// Last delivered sequence number, `u64::MAX` for none; read by the
     /// spool's collector.
@@ -99,7 +101,12 @@ enum Outcome {
 }
 
 impl Sink {
-    pub fn new(config: &SinkConfig, cursor_path: PathBuf, start: Option<u64>) -> Sink {
+    pub fn new(
+        config: &SinkConfig,
+        labels: &std::collections::BTreeMap<String, String>,
+        cursor_path: PathBuf,
+        start: Option<u64>,
+    ) -> Sink {
         let name = config.url.0.clone();
         let n = name.as_str();
         Sink {
@@ -108,6 +115,13 @@ impl Sink {
             upstream: config.upstream(),
             format: config.format.unwrap_or_default(),
             native_histograms: config.native_histograms,
+            labels: labels
+                .iter()
+                .map(|(k, v)| super::remote_write::Label {
+                    name: crate::prometheus::names::label_key(k),
+                    value: v.clone(),
+                })
+                .collect(),
             cursor: Arc::new(AtomicU64::new(start.unwrap_or(u64::MAX))),
             cursor_path,
             gzip: Gzip::default(),
@@ -235,7 +249,8 @@ impl Sink {
         let snapshot = snapshot::decode(payload).map_err(|e| e.to_string())?;
         match self.kind {
             SinkKind::RemoteWrite => {
-                let series = super::remote_write::series(&snapshot, self.native_histograms);
+                let series =
+                    super::remote_write::series(&snapshot, self.native_histograms, &self.labels);
                 let n = series.len() as u64;
                 Ok((super::remote_write::encode(series), n))
             }
