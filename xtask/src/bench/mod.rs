@@ -6,6 +6,7 @@
 
 mod analysis;
 mod containers;
+mod fanin;
 mod fleet;
 mod overhead;
 mod proc;
@@ -27,9 +28,11 @@ use proc::{get_once, wait_http, Proc};
 use report::Report;
 use workloads::{CLIENT_CPU, WORKLOAD_CPU};
 
-/// Debian packages of the workloads and of node_exporter.
+/// Debian packages of the workloads, of node_exporter, and Prometheus (the
+/// pushers' fan-in receiver).
 const BENCH_PACKAGES: &[&str] = &[
     "prometheus-node-exporter",
+    "prometheus",
     "bpftool",
     "nginx-light",
     "wrk",
@@ -200,10 +203,16 @@ fn phases(plan: &Plan, dir: &Path, report: &mut Report, only_recorder: bool) -> 
         fleet::SOURCES
     );
     let fleet = fleet::measure(port, dir)?;
+    eprintln!(
+        "xtask: bench: {} pushers into one Prometheus",
+        fanin::PUSHERS
+    );
+    let fanin = fanin::measure(port, dir)?;
     drop(agent);
     report.scrape_table(&scrape, startup, startup_cpu, map_bytes);
     report.exposition_table(&text, &native);
     report.fleet_table(&fleet);
+    report.fanin_table(&fanin);
 
     eprintln!("xtask: bench: the cost of TLS and auth per scrape");
     let transport = transport::measure(dir)?;

@@ -27,6 +27,22 @@ impl Proc {
         Ok(Proc { child, stderr })
     }
 
+    /// Starts a server whose output is discarded (a chatty one would block
+    /// on a pipe nobody reads).
+    pub fn spawn_quiet(bin: &Path, args: &[&str]) -> Result<Proc> {
+        let child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        Ok(Proc {
+            child,
+            stderr: None,
+        })
+    }
+
     /// Starts a server pinned to `cpu`, its output discarded.
     pub fn spawn_on(cpu: usize, bin: &Path, args: &[&str]) -> Result<Proc> {
         let child = Command::new("taskset")
@@ -140,8 +156,8 @@ pub fn get_once(port: u16, path: &str, gzip: bool) -> Result<HttpResponse> {
 }
 
 /// One GET with an `Accept` header.
-pub fn get_accepting(port: u16, path: &str, accept: &str) -> Result<HttpResponse> {
-    Conn::new(port).try_get_with(path, false, &format!("Accept: {accept}\r\n"))
+pub fn get_accepting(port: u16, path: &str, accept: &str, gzip: bool) -> Result<HttpResponse> {
+    Conn::new(port).try_get_with(path, gzip, &format!("Accept: {accept}\r\n"))
 }
 
 /// A keep-alive HTTP/1.1 connection, as Prometheus scrapes; reconnects once

@@ -155,6 +155,48 @@ impl Report {
             f.cpu_per_sec.as_secs_f64() * 100.0,
             mb(f.rss),
         ));
+        let p = &f.protobuf;
+        self.line("The same exporter, text vs protobuf with native histograms (a scraper asking for protobuf makes it build both):\n");
+        self.line("| exposition | series stored per scrape | body | scrape, median of 20 (gzip) | exporter CPU, % of a core | exporter peak RSS |");
+        self.line("|---|---|---|---|---|---|");
+        self.line(&format!(
+            "| text (summaries) | {} | {} | {} | {:.1} % | {} |",
+            f.series,
+            mb(p.text_bytes as u64),
+            ms(f.scrape_median),
+            f.cpu_per_sec.as_secs_f64() * 100.0,
+            mb(f.rss),
+        ));
+        self.line(&format!(
+            "| protobuf (summaries + native histograms) | {} | {} | {} | {:.1} % | {} |\n",
+            p.series,
+            mb(p.bytes as u64),
+            ms(p.scrape_median),
+            p.cpu_per_sec.as_secs_f64() * 100.0,
+            mb(p.rss),
+        ));
+    }
+
+    pub fn fanin_table(&mut self, f: &super::fanin::FanIn) {
+        self.line(&format!(
+            "\n## Pusher fan-in: {} pushers (one per host, `[source] labels`) into one Prometheus (remote-write, pulls every 1 s, 30 s)\n",
+            super::fanin::PUSHERS
+        ));
+        self.line("| samples/s received | pusher CPU, median / max, % of a core | pusher peak RSS, median / max | Prometheus CPU, % of a core | hosts complete (stored = pulled) | pulled / stored |");
+        self.line("|---|---|---|---|---|---|");
+        self.line(&format!(
+            "| {:.0} | {:.1} % / {:.1} % | {} / {} | {:.1} % | {} of {} | {} / {} |\n",
+            f.samples_per_sec,
+            f.pusher_cpu.0.as_secs_f64() * 100.0,
+            f.pusher_cpu.1.as_secs_f64() * 100.0,
+            mb(f.pusher_rss.0),
+            mb(f.pusher_rss.1),
+            f.prometheus_cpu.as_secs_f64() * 100.0,
+            f.complete,
+            super::fanin::PUSHERS,
+            f.pulled,
+            f.stored,
+        ));
     }
 
     pub fn scrape_table(

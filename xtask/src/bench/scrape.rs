@@ -129,7 +129,7 @@ pub fn scrape_phase(
 }
 
 /// What Prometheus asks for with its native histograms on.
-const PROTOBUF: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.8,text/plain;version=0.0.4;q=0.5";
+pub const PROTOBUF: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.8,text/plain;version=0.0.4;q=0.5";
 
 /// One exposition of the agent's `/metrics`: series a scrape stores, body
 /// size, and the agent's CPU per refreshing scrape.
@@ -139,41 +139,73 @@ pub struct Exposition {
     pub cpu: Duration,
 }
 
-/// Series in a delimited protobuf exposition: the `metric` fields (4) of
-/// each `MetricFamily`, read with a minimal protobuf walker.
-fn protobuf_series(mut body: &[u8]) -> Result<usize> {
-    fn varint(b: &mut &[u8]) -> Result<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = b.split_first().context("truncated varint")?;
-            *b = rest;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
-                return Ok(v);
-            }
+fn varint(b: &mut &[u8]) -> Result<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = b.split_first().context("truncated varint")?;
+        *b = rest;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Ok(v);
         }
-        anyhow::bail!("varint too long")
     }
+    anyhow::bail!("varint too long")
+}
+
+/// Calls `f(field, varint value, bytes)` for each field of a message.
+fn fields<'a>(mut m: &'a [u8], mut f: impl FnMut(u64, u64, &'a [u8])) -> Result<()> {
+    while !m.is_empty() {
+        let key = varint(&mut m)?;
+        match key & 7 {
+            0 => {
+                let v = varint(&mut m)?;
+                f(key >> 3, v, &[]);
+            }
+            1 => m = m.get(8..).context("truncated field")?,
+            5 => m = m.get(4..).context("truncated field")?,
+            2 => {
+                let l = varint(&mut m)? as usize;
+                anyhow::ensure!(l <= m.len(), "truncated field");
+                let (b, rest) = m.split_at(l);
+                f(key >> 3, 0, b);
+                m = rest;
+            }
+            t => anyhow::bail!("wire type {t}"),
+        }
+    }
+    Ok(())
+}
+
+/// Series Prometheus stores from a delimited protobuf exposition: one per
+/// counter, gauge or native histogram `Metric`, and per summary its
+/// quantiles plus `_sum` and `_count`; read with a minimal walker.
+pub fn protobuf_series(mut body: &[u8]) -> Result<usize> {
     let mut n = 0;
     while !body.is_empty() {
         let len = varint(&mut body)? as usize;
         anyhow::ensure!(len <= body.len(), "truncated family");
-        let (mut family, rest) = body.split_at(len);
+        let (family, rest) = body.split_at(len);
         body = rest;
-        while !family.is_empty() {
-            let key = varint(&mut family)?;
-            match key & 7 {
-                0 => {
-                    varint(&mut family)?;
+        let (mut summary, mut metrics) = (false, Vec::new());
+        fields(family, |field, v, b| match field {
+            3 => summary = v == 2,
+            4 => metrics.push(b),
+            _ => {}
+        })?;
+        for m in metrics {
+            if !summary {
+                n += 1;
+                continue;
+            }
+            n += 2;
+            let mut quantiles = Vec::new();
+            fields(m, |field, _, b| {
+                if field == 4 {
+                    quantiles.push(b)
                 }
-                1 => family = family.get(8..).context("truncated field")?,
-                5 => family = family.get(4..).context("truncated field")?,
-                2 => {
-                    let l = varint(&mut family)? as usize;
-                    family = family.get(l..).context("truncated field")?;
-                    n += usize::from(key >> 3 == 4);
-                }
-                t => anyhow::bail!("wire type {t}"),
+            })?;
+            for s in quantiles {
+                fields(s, |field, _, _| n += usize::from(field == 3))?;
             }
         }
     }
@@ -190,7 +222,7 @@ pub fn expositions(port: u16, agent: &Proc) -> Result<(Exposition, Exposition)> 
             // Past the TTL: each scrape refreshes.
             std::thread::sleep(Duration::from_millis(150));
             last = Some(match accept {
-                Some(a) => super::proc::get_accepting(port, "/metrics", a)?,
+                Some(a) => super::proc::get_accepting(port, "/metrics", a, false)?,
                 None => get_once(port, "/metrics", false)?,
             });
         }
