@@ -117,10 +117,22 @@ def main():
                  ready_section)
             return (time.monotonic() - started) * 1000
 
-        started = time.monotonic()
-        page.goto(base + "/#overview")
-        wait(page, "() => document.body.dataset.state !== 'loading' && document.body.dataset.section === 'overview'")
-        report["first_chart_ms"] = round((time.monotonic() - started) * 1000)
+        def first_chart(pg):
+            started = time.monotonic()
+            pg.goto(base + "/#overview")
+            wait(pg, "() => document.body.dataset.state !== 'loading' && document.body.dataset.section === 'overview'")
+            return round((time.monotonic() - started) * 1000)
+
+        loads = [first_chart(page)]
+        if a.get("bench"):
+            # The machine is shared and small: the median of three loads,
+            # each in a fresh tab.
+            for _ in range(2):
+                tab = browser.new_page(viewport={"width": 1400, "height": 900})
+                loads.append(first_chart(tab))
+                tab.close()
+        report["first_chart_ms"] = sorted(loads)[len(loads) // 2]
+        report["first_chart_loads_ms"] = loads
         sections = a.get("sections") or page.evaluate("() => window.sonde.info.sections.map(s => s.id)")
         for sec in sections:
             ms = open_section(sec, sec)

@@ -125,36 +125,48 @@ pub fn section(
     ctxs: &[(&'static str, Ctx<'_>)],
     cols: &Cols,
 ) -> anyhow::Result<SectionAnswer> {
+    // Charts read columns of their own: two workers per core take the
+    // next chart (decoding overlaps the reads), so a section takes about
+    // its share of the cores rather than the sum of its charts, with a
+    // bounded number of charts' columns in memory at once (the files are
+    // read with positional reads).
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get() * 2)
+        .min(s.charts.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut drawn: Vec<(usize, anyhow::Result<Option<Drawn>>)> = std::thread::scope(|scope| {
+        let running: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(c) = s.charts.get(i) else {
+                            return done;
+                        };
+                        let t = std::time::Instant::now();
+                        done.push((i, chart(c, ctxs, cols)));
+                        tracing::debug!(chart = c.id, "computed in {:?}", t.elapsed());
+                    }
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|t| {
+                t.join().unwrap_or_else(|_| {
+                    vec![(usize::MAX, Err(anyhow::anyhow!("drawing a chart failed")))]
+                })
+            })
+            .collect()
+    });
+    drawn.sort_by_key(|(i, _)| *i);
     let mut charts = Vec::new();
     let mut missing = Vec::new();
-    for chart in s.charts {
-        if !ctxs.iter().any(|(_, c)| has(c, &chart_metrics(chart))) {
-            missing.push(chart.title);
-            continue;
-        }
-        match chart.kind {
-            Kind::Lines { .. } => match lines(chart, ctxs, cols)? {
-                Some(d) => charts.push(d),
-                None => missing.push(chart.title),
-            },
-            Kind::Heatmap {
-                metrics,
-                keep,
-                scale,
-            } => {
-                let mut heat = Vec::new();
-                for (label, ctx) in ctxs {
-                    if let Some(h) = heatmap(ctx, metrics, keep, scale, cols, label)? {
-                        heat.push(h);
-                    }
-                }
-                charts.push(Drawn::Heatmap {
-                    id: chart.id,
-                    title: chart.title,
-                    unit: chart.unit,
-                    heat,
-                });
-            }
+    for (c, (_, d)) in s.charts.iter().zip(drawn) {
+        match d? {
+            Some(d) => charts.push(d),
+            None => missing.push(c.title),
         }
     }
     Ok(SectionAnswer {
@@ -164,6 +176,38 @@ pub fn section(
         charts,
         missing,
     })
+}
+
+/// One chart from every source; `None` when no source has it.
+fn chart(
+    chart: &Chart,
+    ctxs: &[(&'static str, Ctx<'_>)],
+    cols: &Cols,
+) -> anyhow::Result<Option<Drawn>> {
+    if !ctxs.iter().any(|(_, c)| has(c, &chart_metrics(chart))) {
+        return Ok(None);
+    }
+    match chart.kind {
+        Kind::Lines { .. } => lines(chart, ctxs, cols),
+        Kind::Heatmap {
+            metrics,
+            keep,
+            scale,
+        } => {
+            let mut heat = Vec::new();
+            for (label, ctx) in ctxs {
+                if let Some(h) = heatmap(ctx, metrics, keep, scale, cols, label)? {
+                    heat.push(h);
+                }
+            }
+            Ok(Some(Drawn::Heatmap {
+                id: chart.id,
+                title: chart.title,
+                unit: chart.unit,
+                heat,
+            }))
+        }
+    }
 }
 
 #[derive(Serialize)]

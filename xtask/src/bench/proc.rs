@@ -30,26 +30,18 @@ impl Proc {
     /// Starts a server whose output is discarded (a chatty one would block
     /// on a pipe nobody reads).
     pub fn spawn_quiet(bin: &Path, args: &[&str]) -> Result<Proc> {
-        let child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        Ok(Proc {
-            child,
-            stderr: None,
-        })
+        Self::quiet(Command::new(bin).args(args), bin)
     }
 
     /// Starts a server pinned to `cpu`, its output discarded.
     pub fn spawn_on(cpu: usize, bin: &Path, args: &[&str]) -> Result<Proc> {
-        let child = Command::new("taskset")
-            .arg("-c")
-            .arg(cpu.to_string())
-            .arg(bin)
-            .args(args)
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg(cpu.to_string()).arg(bin).args(args);
+        Self::quiet(&mut c, bin)
+    }
+
+    fn quiet(c: &mut Command, bin: &Path) -> Result<Proc> {
+        let child = c
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -61,7 +53,6 @@ impl Proc {
         })
     }
 
-    /// The port from the agent's "listening on http://127.0.0.1:PORT" line.
     pub fn wait_port(&mut self, timeout: Duration) -> Result<u16> {
         use std::io::BufRead;
         let deadline = Instant::now() + timeout;
