@@ -21,6 +21,8 @@
   const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b',
     '#e377c2', '#17becf', '#7f7f7f', '#bcbd22'];
   const QCOLORS = { p50: '#ffffff', p99: '#ffb000', p999: '#ff3d7f' };
+  /** Shades a heatmap is drawn in. */
+  const LEVELS = 64;
   const M = { l: 64, r: 10, t: 8, b: 22 };
 
   function state(s) { document.body.dataset.state = s; }
@@ -460,20 +462,28 @@
         g.fillStyle = '#f3f4f6';
         g.fillRect(a.l, top, a.r - a.l, bottom - top);
         this.shadeMissing(g, top, bottom);
+        // Cells are filled a colour at a time (LEVELS shades): a colour
+        // per cell cost more in building and parsing it than the fill.
+        const byLevel = Array.from({ length: LEVELS + 1 }, () => []);
+        g.fillStyle = '#0b1d3a';
         for (let i = 0; i < n; i++) {
           const c = h.cells[i];
           if (!c) continue;
           const [x, w] = this.span(i);
-          g.fillStyle = '#0b1d3a';
           g.fillRect(x, top, w, bottom - top);
           for (const [r, v] of c) {
             const [bl, bu] = h.buckets[r];
-            const y0 = y(bu);
-            const y1 = y(bl > 0 ? bl : lo);
-            g.fillStyle = ramp(Math.log1p(v) / Math.log1p(vmax));
-            g.fillRect(x, Math.floor(y0), w, Math.max(Math.ceil(y1) - Math.floor(y0), 2));
+            const y0 = Math.floor(y(bu));
+            const y1 = Math.ceil(y(bl > 0 ? bl : lo));
+            const t = vmax > 0 ? Math.log1p(v) / Math.log1p(vmax) : 0;
+            byLevel[Math.round(Math.min(1, Math.max(0, t)) * LEVELS)].push(x, y0, w, Math.max(y1 - y0, 2));
           }
         }
+        byLevel.forEach((rects, k) => {
+          if (!rects.length) return;
+          g.fillStyle = ramp(k / LEVELS);
+          for (let j = 0; j < rects.length; j += 4) g.fillRect(rects[j], rects[j + 1], rects[j + 2], rects[j + 3]);
+        });
         for (const q of ['p50', 'p99', 'p999']) {
           g.strokeStyle = QCOLORS[q];
           g.lineWidth = 1.2;
